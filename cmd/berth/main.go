@@ -1,0 +1,55 @@
+// Command berth is a node-local, memory-bounded OCI registry mirror and
+// pull-through cache. See the README for the commands.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `berth: a node-local OCI registry mirror and pull-through cache
+
+Usage:
+  berth serve [flags]                 run the mirror (berth serve -h for flags)
+  berth health [--url URL]            exit 0 when the server answers /readyz with 200
+  berth configure-containerd [flags]  write containerd hosts.toml files pointing at berth
+  berth version                       print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		return runServe(ctx, args[1:], stderr)
+	case "health":
+		return runHealth(args[1:], stdout, stderr)
+	case "configure-containerd":
+		return runConfigureContainerd(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "berth", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "berth: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

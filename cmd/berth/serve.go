@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/berth-mirror/berth/internal/config"
+	"github.com/berth-mirror/berth/internal/server"
+	"github.com/berth-mirror/berth/internal/sysinfo"
+)
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// loadConfig parses serve's flags over the file and BERTH_* env.
+func loadConfig(args []string, stderr io.Writer) (config.Config, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", os.Getenv("BERTH_CONFIG"), "YAML configuration file (env BERTH_CONFIG)")
+	var ups multiFlag
+	fs.Var(&ups, "upstream", "NAME=URL: map a registry name to an endpoint (repeatable)")
+	keys := map[string]string{
+		"listen":           "listen",
+		"data-dir":         "data_dir",
+		"default-upstream": "default_upstream",
+		"admin-socket":     "admin.socket",
+		"max-disk":         "max_disk",
+		"tag-ttl":          "tag_ttl",
+		"max-fetches":      "max_fetches",
+		"log-level":        "log.level",
+		"log-format":       "log.format",
+	}
+	vals := map[string]*string{}
+	for f, k := range keys {
+		vals[f] = fs.String(f, "", fmt.Sprintf("sets %s (env %s)", k, config.EnvName(k)))
+	}
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config.Config{}, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := config.Load(*file, os.LookupEnv)
+	if err != nil {
+		return cfg, err
+	}
+	var ferr error
+	fs.Visit(func(f *flag.Flag) {
+		if k, ok := keys[f.Name]; ok && ferr == nil {
+			ferr = cfg.Set(k, *vals[f.Name])
+		}
+	})
+	if ferr != nil {
+		return cfg, ferr
+	}
+	for _, u := range ups {
+		if err := cfg.SetUpstream(u); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	format := c.Format
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) int {
+	cfg, err := loadConfig(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "berth:", err)
+		return 2
+	}
+	log := newLogger(cfg.Log, stderr)
+	server.Version = version
+	limit, source, lim, lerr := sysinfo.Apply(sysinfo.Reader{}, os.LookupEnv)
+	if lerr != nil {
+		log.Warn("reading cgroup limits", "error", lerr)
+	}
+	log.Info("starting berth", append([]any{"version", version, "gomemlimit", limit, "gomemlimit_source", source,
+		"gomaxprocs", runtime.GOMAXPROCS(0)}, sysinfo.Describe(lim)...)...)
+
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return 2
+		}
+		return 1
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = srv.Close()
+		log.Error("cannot listen", "addr", cfg.Listen, "error", err)
+		return 1
+	}
+	if err := srv.Run(ctx, ln); err != nil {
+		log.Error("server stopped with an error", "error", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// runHealth is the probe for scratch images: no shell, no curl.
+func runHealth(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:5000/readyz", "readiness URL to probe")
+	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	client := &http.Client{Timeout: *timeout}
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, *url, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "berth health:", err)
+		return 1
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		fmt.Fprintln(stderr, "berth health: not ready:", err)
+		return 1
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "berth health: not ready:", resp.Status)
+		return 1
+	}
+	fmt.Fprintln(stdout, "ok")
+	return 0
+}

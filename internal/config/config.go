@@ -1,0 +1,239 @@
+// Package config holds berth's configuration: the YAML file, BERTH_* environment
+// variables and command-line flags, merged in that order of precedence (flags win),
+// and validated with errors that name the offending key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Config is the whole of berth's configuration. The zero value is not useful;
+// start from Default().
+type Config struct {
+	// Listen is the registry's HTTP listen address.
+	Listen string `yaml:"listen"`
+	// DataDir holds blobs, temporary files and the metadata database.
+	DataDir string `yaml:"data_dir"`
+	// DefaultUpstream is the registry name used when a request names none.
+	DefaultUpstream string `yaml:"default_upstream"`
+	// Upstreams maps registry names (as clients say them) to endpoints. Built-in
+	// public registries are always present unless overridden here.
+	Upstreams map[string]Upstream `yaml:"upstreams"`
+	// MaxDisk bounds the bytes kept in the store; least recently used content is
+	// evicted past it. Zero means unbounded.
+	MaxDisk Size `yaml:"max_disk"`
+	// TagTTL is how long a tag's resolution is trusted before asking upstream again.
+	TagTTL Duration `yaml:"tag_ttl"`
+	// MaxFetches caps concurrent upstream blob downloads.
+	MaxFetches int `yaml:"max_fetches"`
+	// FetchTimeout bounds one cache fill, which runs detached from the client.
+	FetchTimeout Duration `yaml:"fetch_timeout"`
+	// UpstreamTimeout bounds connecting to an upstream and waiting for its headers.
+	UpstreamTimeout Duration `yaml:"upstream_timeout"`
+	// UpstreamRetries is how many times a failed upstream request is retried.
+	UpstreamRetries int `yaml:"upstream_retries"`
+	// ShutdownTimeout is how long responses in flight may take to finish on SIGTERM.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// MaxHeaderBytes caps request headers; larger requests get 431.
+	MaxHeaderBytes Size `yaml:"max_header_bytes"`
+	// MaxConnections caps concurrent client connections (0: unbounded).
+	MaxConnections int `yaml:"max_connections"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Admin configures the JSON-RPC control socket.
+	Admin Admin `yaml:"admin"`
+}
+
+// Upstream is one registry endpoint.
+type Upstream struct {
+	// URL is the endpoint, e.g. https://registry-1.docker.io or http://127.0.0.1:5001.
+	URL string `yaml:"url"`
+	// Username and Password are optional basic credentials, exchanged for tokens
+	// when the registry asks. Never logged.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// Log configures the logger.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json, text or auto (json when stderr is not a terminal).
+	Format string `yaml:"format"`
+}
+
+// Admin configures the control socket.
+type Admin struct {
+	// Socket is the Unix socket path; empty disables the control plane.
+	Socket string `yaml:"socket"`
+	// MaxMessageBytes caps one JSON-RPC message.
+	MaxMessageBytes Size `yaml:"max_message_bytes"`
+}
+
+// BuiltinUpstreams are the public registries berth knows without configuration.
+var builtinUpstreams = map[string]string{
+	"docker.io":         "https://registry-1.docker.io",
+	"ghcr.io":           "https://ghcr.io",
+	"quay.io":           "https://quay.io",
+	"registry.k8s.io":   "https://registry.k8s.io",
+	"gcr.io":            "https://gcr.io",
+	"mcr.microsoft.com": "https://mcr.microsoft.com",
+	"public.ecr.aws":    "https://public.ecr.aws",
+}
+
+// Builtins returns a copy of the built-in registry endpoints.
+func Builtins() map[string]string {
+	m := make(map[string]string, len(builtinUpstreams))
+	for k, v := range builtinUpstreams {
+		m[k] = v
+	}
+	return m
+}
+
+// Default returns the embedded defaults: what `berth serve` runs with when given nothing.
+func Default() Config {
+	ups := make(map[string]Upstream, len(builtinUpstreams))
+	for name, u := range builtinUpstreams {
+		ups[name] = Upstream{URL: u}
+	}
+	return Config{
+		Listen:          ":5000",
+		DataDir:         "/var/lib/berth",
+		DefaultUpstream: "docker.io",
+		Upstreams:       ups,
+		MaxDisk:         20 << 30,
+		TagTTL:          Duration(60 * time.Second),
+		MaxFetches:      32,
+		FetchTimeout:    Duration(30 * time.Minute),
+		UpstreamTimeout: Duration(30 * time.Second),
+		UpstreamRetries: 3,
+		ShutdownTimeout: Duration(30 * time.Second),
+		MaxHeaderBytes:  64 << 10,
+		MaxConnections:  1024,
+		Log:             Log{Level: "info", Format: "auto"},
+		Admin:           Admin{Socket: "/run/berth/admin.sock", MaxMessageBytes: 16 << 20},
+	}
+}
+
+// Error is a configuration error naming the key, the value and what is expected.
+type Error struct {
+	Key      string
+	Value    string
+	Expected string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("config: %s: invalid value %q: expected %s", e.Key, e.Value, e.Expected)
+}
+
+// Validate checks every key and returns the first problem as an *Error.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return &Error{"listen", c.Listen, "HOST:PORT, e.g. :5000"}
+	}
+	if c.DataDir == "" {
+		return &Error{"data_dir", c.DataDir, "a directory path"}
+	}
+	names := make([]string, 0, len(c.Upstreams))
+	for n := range c.Upstreams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if !ValidRegistryName(n) {
+			return &Error{"upstreams", n, "a registry name such as registry.example.com or host:5000"}
+		}
+		u := c.Upstreams[n]
+		if err := validateURL(u.URL); err != nil {
+			return &Error{"upstreams." + n + ".url", u.URL, "an http:// or https:// URL with a host and no path, query or credentials"}
+		}
+	}
+	if _, ok := c.Upstreams[c.DefaultUpstream]; !ok {
+		return &Error{"default_upstream", c.DefaultUpstream, "the name of a configured or built-in upstream"}
+	}
+	if c.MaxDisk < 0 {
+		return &Error{"max_disk", c.MaxDisk.String(), "a size >= 0 such as 20Gi (0: unbounded)"}
+	}
+	if c.TagTTL < 0 {
+		return &Error{"tag_ttl", c.TagTTL.String(), "a duration >= 0 such as 60s"}
+	}
+	if c.MaxFetches < 1 {
+		return &Error{"max_fetches", fmt.Sprint(c.MaxFetches), "an integer >= 1"}
+	}
+	if c.UpstreamRetries < 0 || c.UpstreamRetries > 10 {
+		return &Error{"upstream_retries", fmt.Sprint(c.UpstreamRetries), "an integer from 0 to 10"}
+	}
+	if c.MaxConnections < 0 {
+		return &Error{"max_connections", fmt.Sprint(c.MaxConnections), "an integer >= 0 (0: unbounded)"}
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"fetch_timeout", c.FetchTimeout}, {"upstream_timeout", c.UpstreamTimeout}, {"shutdown_timeout", c.ShutdownTimeout}} {
+		if d.v <= 0 {
+			return &Error{d.key, d.v.String(), "a duration > 0 such as 30s"}
+		}
+	}
+	if c.MaxHeaderBytes < 4<<10 || c.MaxHeaderBytes > 1<<20 {
+		return &Error{"max_header_bytes", c.MaxHeaderBytes.String(), "a size from 4Ki to 1Mi"}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return &Error{"log.level", c.Log.Level, "one of debug, info, warn, error"}
+	}
+	switch c.Log.Format {
+	case "auto", "json", "text":
+	default:
+		return &Error{"log.format", c.Log.Format, "one of auto, json, text"}
+	}
+	if c.Admin.MaxMessageBytes < 1<<10 || c.Admin.MaxMessageBytes > 1<<30 {
+		return &Error{"admin.max_message_bytes", c.Admin.MaxMessageBytes.String(), "a size from 1Ki to 1Gi"}
+	}
+	return nil
+}
+
+func validateURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return errors.New("scheme")
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || (u.Path != "" && u.Path != "/") {
+		return errors.New("shape")
+	}
+	return nil
+}
+
+// ValidRegistryName reports whether s looks like a registry host[:port].
+func ValidRegistryName(s string) bool {
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	u, err := url.Parse("//" + s)
+	if err != nil || u.Host != s || u.Hostname() == "" {
+		return false
+	}
+	return !strings.ContainsAny(s, "/@?#") && strings.ToLower(s) == s
+}
+
+// Redacted returns a copy with secrets replaced, safe to log or return over RPC.
+func (c Config) Redacted() Config {
+	ups := make(map[string]Upstream, len(c.Upstreams))
+	for n, u := range c.Upstreams {
+		if u.Password != "" {
+			u.Password = "REDACTED"
+		}
+		ups[n] = u
+	}
+	c.Upstreams = ups
+	return c
+}

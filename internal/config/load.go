@@ -1,0 +1,199 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Load returns Default() overlaid with the YAML file at path (if path is not
+// empty) and then with BERTH_* variables from getenv. Flags are applied by the
+// caller afterwards; call Validate last.
+func Load(path string, getenv func(string) (string, bool)) (Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("config: reading %s: %w", path, err)
+		}
+		if err := decodeYAML(b, &c); err != nil {
+			return c, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	if getenv == nil {
+		getenv = os.LookupEnv
+	}
+	if err := applyEnv(&c, getenv); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func decodeYAML(b []byte, c *Config) error {
+	// Built-in upstreams stay unless the file names them, so decode the file's
+	// upstreams apart and merge them in.
+	base := c.Upstreams
+	c.Upstreams = nil
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		c.Upstreams = base
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return errors.New(strings.Join(te.Errors, "; "))
+		}
+		return err
+	}
+	for n, u := range c.Upstreams {
+		base[n] = u
+	}
+	c.Upstreams = base
+	return nil
+}
+
+// EnvName returns the environment variable for a dotted key, e.g.
+// "admin.max_message_bytes" -> BERTH_ADMIN_MAX_MESSAGE_BYTES.
+func EnvName(key string) string {
+	return "BERTH_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// Keys lists every scalar key with its dotted name, for docs and env lookups.
+func Keys() []string {
+	var keys []string
+	walk(reflect.ValueOf(new(Config)).Elem(), "", func(key string, _ reflect.Value) error {
+		keys = append(keys, key)
+		return nil
+	})
+	return keys
+}
+
+func applyEnv(c *Config, getenv func(string) (string, bool)) error {
+	if v, ok := getenv("BERTH_UPSTREAMS"); ok && v != "" {
+		for _, kv := range strings.Split(v, ",") {
+			if err := c.SetUpstream(kv); err != nil {
+				return err
+			}
+		}
+	}
+	return walk(reflect.ValueOf(c).Elem(), "", func(key string, f reflect.Value) error {
+		v, ok := getenv(EnvName(key))
+		if !ok {
+			return nil
+		}
+		if err := setScalar(f, v); err != nil {
+			return &Error{Key: key + " (" + EnvName(key) + ")", Value: v, Expected: err.Error()}
+		}
+		return nil
+	})
+}
+
+// Set assigns a scalar key from its string form, as flags and env do.
+func (c *Config) Set(key, value string) error {
+	found := false
+	err := walk(reflect.ValueOf(c).Elem(), "", func(k string, f reflect.Value) error {
+		if k != key {
+			return nil
+		}
+		found = true
+		if err := setScalar(f, value); err != nil {
+			return &Error{Key: key, Value: value, Expected: err.Error()}
+		}
+		return nil
+	})
+	if err == nil && !found {
+		return &Error{Key: key, Value: value, Expected: "a known key"}
+	}
+	return err
+}
+
+// SetUpstream adds or replaces an upstream from NAME=URL.
+func (c *Config) SetUpstream(kv string) error {
+	name, u, ok := strings.Cut(strings.TrimSpace(kv), "=")
+	if !ok || !ValidRegistryName(name) {
+		return &Error{Key: "upstream", Value: kv, Expected: "NAME=URL, e.g. docker.io=https://registry-1.docker.io"}
+	}
+	if err := validateURL(u); err != nil {
+		return &Error{Key: "upstreams." + name + ".url", Value: u, Expected: "an http:// or https:// URL with a host and no path"}
+	}
+	up := c.Upstreams[name]
+	up.URL = u
+	if c.Upstreams == nil {
+		c.Upstreams = map[string]Upstream{}
+	}
+	c.Upstreams[name] = up
+	return nil
+}
+
+var (
+	sizeType     = reflect.TypeOf(Size(0))
+	durationType = reflect.TypeOf(Duration(0))
+)
+
+// walk visits the scalar fields of a struct, named by their yaml tags joined with dots.
+func walk(v reflect.Value, prefix string, fn func(key string, f reflect.Value) error) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		tag := strings.Split(sf.Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		key := prefix + tag
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.Struct:
+			if err := walk(f, key+".", fn); err != nil {
+				return err
+			}
+		case reflect.Map:
+			// upstreams: set through SetUpstream / BERTH_UPSTREAMS.
+		default:
+			if err := fn(key, f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func setScalar(f reflect.Value, s string) error {
+	switch {
+	case f.Type() == sizeType:
+		v, err := ParseSize(s)
+		if err != nil {
+			return errors.New("a size such as 512Mi, 20Gi or 10GB")
+		}
+		f.SetInt(int64(v))
+	case f.Type() == durationType:
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return errors.New("a duration in Go syntax such as 90s or 5m")
+		}
+		f.SetInt(int64(v))
+	case f.Kind() == reflect.String:
+		f.SetString(s)
+	case f.Kind() == reflect.Int:
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			return errors.New("an integer")
+		}
+		f.SetInt(int64(v))
+	case f.Kind() == reflect.Bool:
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("true or false")
+		}
+		f.SetBool(v)
+	default:
+		return fmt.Errorf("unsupported kind %s", f.Kind())
+	}
+	return nil
+}

@@ -1,0 +1,112 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"io"
+)
+
+// Reader streams one client's view of a fill. It is not safe for concurrent use.
+type Reader struct {
+	f    *fill
+	ctx  context.Context
+	stop func() bool
+	off  int64
+	end  int64 // exclusive; -1 for the whole blob
+}
+
+func newReader(ctx context.Context, f *fill) *Reader {
+	r := &Reader{f: f, ctx: ctx, end: -1}
+	// Wake this reader's waits when its client goes away.
+	r.stop = context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	})
+	return r
+}
+
+// Meta waits until the source has answered and returns the blob's size and
+// media type, or the fill's error.
+func (r *Reader) Meta() (Meta, error) {
+	f := r.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for !f.started && !f.done {
+		if err := r.ctx.Err(); err != nil {
+			return Meta{}, err
+		}
+		f.cond.Wait()
+	}
+	if f.started {
+		return f.meta, nil
+	}
+	return Meta{}, f.err
+}
+
+// Limit restricts the reader to [off, end) (end -1: to the end of the blob).
+func (r *Reader) Limit(off, end int64) {
+	r.off, r.end = off, end
+}
+
+// Read reads the next bytes that have landed, waiting for more as needed.
+// The blob's last byte is held back until the digest is verified; if it
+// does not verify, Read returns an error wrapping ErrVerify.
+func (r *Reader) Read(p []byte) (int, error) {
+	f := r.f
+	if r.end >= 0 && r.off >= r.end {
+		return 0, io.EOF
+	}
+	f.mu.Lock()
+	var avail int64
+	for {
+		if f.done && f.err != nil {
+			err := f.err
+			f.mu.Unlock()
+			return 0, err
+		}
+		avail = f.written
+		if !f.done {
+			avail-- // hold back the last byte until verified
+		}
+		if r.off < avail {
+			break
+		}
+		if f.done {
+			f.mu.Unlock()
+			if r.end >= 0 && r.off < r.end {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, io.EOF
+		}
+		if err := r.ctx.Err(); err != nil {
+			f.mu.Unlock()
+			return 0, err
+		}
+		f.cond.Wait()
+	}
+	f.mu.Unlock()
+	n := int64(len(p))
+	if rem := avail - r.off; rem < n {
+		n = rem
+	}
+	if r.end >= 0 && r.end-r.off < n {
+		n = r.end - r.off
+	}
+	m, err := f.file.ReadAt(p[:n], r.off)
+	r.off += int64(m)
+	if err == io.EOF && int64(m) == n {
+		err = nil
+	}
+	if err != nil {
+		return m, fmt.Errorf("fetch: reading fill of %s: %w", f.req.Digest, err)
+	}
+	return m, nil
+}
+
+// Close releases the reader; the fill goes on.
+func (r *Reader) Close() error {
+	r.stop()
+	r.f.release()
+	return nil
+}

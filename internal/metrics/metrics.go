@@ -1,0 +1,103 @@
+// Package metrics defines berth's Prometheus metrics on a registry of its own
+// (no global state), so several servers can live in one test process.
+package metrics
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/berth-mirror/berth/internal/fetch"
+)
+
+// Metrics holds every collector berth exports.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Requests        *prometheus.CounterVec   // route, method, code
+	RequestDuration *prometheus.HistogramVec // route
+	Cache           *prometheus.CounterVec   // kind (blob, manifest), result (hit, miss, coalesced)
+	ServedBytes     *prometheus.CounterVec   // source (cache, fill)
+	UpstreamBytes   *prometheus.CounterVec   // upstream
+	UpstreamErrors  *prometheus.CounterVec   // upstream, reason
+	FetchesInFlight prometheus.Gauge
+	FetchDuration   *prometheus.HistogramVec // upstream
+	VerifyFailures  prometheus.Counter
+	StaleTags       *prometheus.CounterVec // upstream
+	Evictions       prometheus.Counter
+	BadRequests     *prometheus.CounterVec // code
+}
+
+// New creates the metrics and registers them, with the Go and process collectors.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_http_requests_total", Help: "Registry API requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "berth_http_request_duration_seconds", Help: "Time to serve a registry API request.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"route"}),
+		Cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_cache_requests_total", Help: "Content lookups by kind and result (hit, miss, coalesced, stale).",
+		}, []string{"kind", "result"}),
+		ServedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_served_bytes_total", Help: "Blob bytes sent to clients, from the cache or from a fill in progress.",
+		}, []string{"source"}),
+		UpstreamBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_upstream_bytes_total", Help: "Blob bytes received from upstream registries.",
+		}, []string{"upstream"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_upstream_errors_total", Help: "Failed upstream requests and fetches.",
+		}, []string{"upstream", "reason"}),
+		FetchesInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "berth_fetches_in_flight", Help: "Blob fills running now.",
+		}),
+		FetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "berth_fetch_duration_seconds", Help: "Time to fetch, verify and commit one blob.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
+		}, []string{"upstream"}),
+		VerifyFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "berth_verify_failures_total", Help: "Fetched content that did not match its digest and was discarded.",
+		}),
+		StaleTags: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_tag_stale_served_total", Help: "Tags served from the last known digest because the upstream could not be reached.",
+		}, []string{"upstream"}),
+		Evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "berth_store_evictions_total", Help: "Objects evicted to stay under max_disk.",
+		}),
+		BadRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_rejected_requests_total", Help: "Requests rejected as invalid, by OCI error code.",
+		}, []string{"code"}),
+	}
+	r.MustRegister(m.Requests, m.RequestDuration, m.Cache, m.ServedBytes, m.UpstreamBytes,
+		m.UpstreamErrors, m.FetchesInFlight, m.FetchDuration, m.VerifyFailures, m.StaleTags,
+		m.Evictions, m.BadRequests,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// FillObserver adapts Metrics to fetch.Observer.
+type FillObserver struct{ M *Metrics }
+
+// FillStarted counts a fill in flight.
+func (o FillObserver) FillStarted(fetch.Request) { o.M.FetchesInFlight.Inc() }
+
+// FillDone records a fill's bytes, duration and outcome.
+func (o FillObserver) FillDone(req fetch.Request, n int64, d time.Duration, err error) {
+	o.M.FetchesInFlight.Dec()
+	o.M.UpstreamBytes.WithLabelValues(req.Registry).Add(float64(n))
+	if err != nil {
+		o.M.UpstreamErrors.WithLabelValues(req.Registry, "fetch").Inc()
+		if errors.Is(err, fetch.ErrVerify) {
+			o.M.VerifyFailures.Inc()
+		}
+		return
+	}
+	o.M.FetchDuration.WithLabelValues(req.Registry).Observe(d.Seconds())
+}

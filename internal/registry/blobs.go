@@ -1,0 +1,197 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/store"
+	"github.com/berth-mirror/berth/internal/upstream"
+)
+
+// upstreamSource reads blobs from an upstream registry.
+type upstreamSource struct{ c *upstream.Client }
+
+func (s upstreamSource) Open(ctx context.Context, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
+	body, d, err := s.c.GetBlob(ctx, req.Repository, req.Digest, offset)
+	if err != nil {
+		return nil, fetch.Meta{}, err
+	}
+	return body, fetch.Meta{Size: d.Size, MediaType: d.MediaType}, nil
+}
+
+// serveBlob answers GET/HEAD /v2/<name>/blobs/<digest>.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
+func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request) error {
+	dg := digest.Digest(req.path.Reference)
+	// A store hit may race with eviction; a fill may finish between our
+	// store miss and joining it. Two rounds settle both.
+	for range 2 {
+		f, info, err := h.opts.Store.Open(dg)
+		if err == nil {
+			defer f.Close()
+			h.m.Cache.WithLabelValues("blob", "hit").Inc()
+			return h.serveFile(w, r, f, info)
+		}
+		if !store.IsNotFound(err) {
+			return err
+		}
+		if r.Method == http.MethodHead {
+			return h.headBlobUpstream(w, r, req, dg)
+		}
+		var src fetch.Source = upstreamSource{req.client}
+		if h.opts.Source != nil {
+			src = h.opts.Source(src)
+		}
+		rd, joined, err := h.opts.Fetcher.Get(r.Context(), fetch.Request{
+			Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository,
+		}, src)
+		if err != nil {
+			return err
+		}
+		if rd == nil {
+			continue // committed meanwhile: serve it from the store
+		}
+		defer rd.Close()
+		if joined {
+			h.m.Cache.WithLabelValues("blob", "coalesced").Inc()
+		} else {
+			h.m.Cache.WithLabelValues("blob", "miss").Inc()
+		}
+		return h.serveFill(w, r, req, dg, rd)
+	}
+	return newError(http.StatusServiceUnavailable, CodeUnavailable, "blob %s is being evicted; retry", dg)
+}
+
+// serveFile serves committed content with Range support; net/http sends an
+// *os.File with sendfile.
+func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, f io.ReadSeeker, info store.Info) error {
+	if _, err := checkRange(r.Header.Get("Range"), info.Size); err != nil {
+		return err
+	}
+	hd := w.Header()
+	hd.Set("Docker-Content-Digest", info.Digest.String())
+	hd.Set("Content-Type", blobMediaType(info.MediaType))
+	hd.Set("Etag", `"`+info.Digest.String()+`"`)
+	hd.Set("Cache-Control", "max-age=31536000")
+	extendWriteDeadline(w, info.Size)
+	var before int64
+	rec, _ := w.(*recorder)
+	if rec != nil {
+		before = rec.bytes
+	}
+	http.ServeContent(w, r, "", info.Added, f)
+	if rec != nil {
+		h.m.ServedBytes.WithLabelValues("cache").Add(float64(rec.bytes - before))
+	}
+	return nil
+}
+
+// serveFill streams a blob from a fill in progress, honouring a single Range.
+func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request, dg digest.Digest, rd *fetch.Reader) error {
+	meta, err := rd.Meta()
+	if err != nil {
+		if r.Context().Err() != nil {
+			return newError(499, CodeUnavailable, "client went away")
+		}
+		return h.upstreamError(r.Context(), req.target, err, CodeBlobUnknown)
+	}
+	hd := w.Header()
+	hd.Set("Docker-Content-Digest", dg.String())
+	hd.Set("Content-Type", blobMediaType(meta.MediaType))
+	hd.Set("Etag", `"`+dg.String()+`"`)
+	status := http.StatusOK
+	length := meta.Size
+	if meta.Size >= 0 {
+		hd.Set("Accept-Ranges", "bytes")
+		rg, err := checkRange(r.Header.Get("Range"), meta.Size)
+		if err != nil {
+			return err
+		}
+		if rg != nil {
+			status, length = http.StatusPartialContent, rg.length
+			rd.Limit(rg.start, rg.start+rg.length)
+			hd.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rg.start, rg.start+rg.length-1, meta.Size))
+		}
+		hd.Set("Content-Length", strconv.FormatInt(length, 10))
+	}
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	bp := fetch.GetBuffer()
+	defer fetch.PutBuffer(bp)
+	rc := http.NewResponseController(w)
+	var sent int64
+	for {
+		n, rerr := rd.Read(*bp)
+		if n > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(writeIdleTimeout))
+			if _, werr := w.Write((*bp)[:n]); werr != nil {
+				h.m.ServedBytes.WithLabelValues("fill").Add(float64(sent))
+				return nil // client gone; the fill goes on
+			}
+			sent += int64(n)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			h.m.ServedBytes.WithLabelValues("fill").Add(float64(sent))
+			if errors.Is(rerr, context.Canceled) || r.Context().Err() != nil {
+				return nil
+			}
+			// The body is already partly sent: close the connection short of
+			// Content-Length so the client sees a failed transfer.
+			h.log.Warn("aborting blob response", "digest", dg, "error", rerr)
+			panic(http.ErrAbortHandler)
+		}
+	}
+	h.m.ServedBytes.WithLabelValues("fill").Add(float64(sent))
+	return nil
+}
+
+// headBlobUpstream answers HEAD for a blob not in the store by asking the
+// upstream, without fetching the blob.
+func (h *Handler) headBlobUpstream(w http.ResponseWriter, r *http.Request, req *request, dg digest.Digest) error {
+	d, err := req.client.HeadBlob(r.Context(), req.target.Repository, dg)
+	if err != nil {
+		return h.upstreamError(r.Context(), req.target, err, CodeBlobUnknown)
+	}
+	hd := w.Header()
+	hd.Set("Docker-Content-Digest", dg.String())
+	hd.Set("Content-Type", blobMediaType(d.MediaType))
+	hd.Set("Etag", `"`+dg.String()+`"`)
+	hd.Set("Accept-Ranges", "bytes")
+	if d.Size >= 0 {
+		hd.Set("Content-Length", strconv.FormatInt(d.Size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func blobMediaType(mt string) string {
+	if mt == "" {
+		return "application/octet-stream"
+	}
+	return mt
+}
+
+// writeIdleTimeout is how long one write to a client may stall before the
+// connection is dropped, so a stalled client cannot pin a buffer forever.
+const writeIdleTimeout = 60 * time.Second
+
+// extendWriteDeadline gives a sendfile transfer of size bytes time to finish
+// at a modest minimum rate, plus slack.
+func extendWriteDeadline(w http.ResponseWriter, size int64) {
+	const minRate = 1 << 20 // bytes per second
+	d := writeIdleTimeout + time.Duration(size/minRate)*time.Second
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+}

@@ -1,0 +1,273 @@
+// Package registry serves the OCI Distribution pull API
+// (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pull):
+// it routes each /v2/ request to an upstream registry, serves content from
+// the store, and fills the store through the coalescing fetcher on a miss.
+// Handlers return errors; one wrapper writes them as OCI error bodies.
+package registry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/metrics"
+	"github.com/berth-mirror/berth/internal/store"
+	"github.com/berth-mirror/berth/internal/upstream"
+)
+
+// Upstreams finds the client for a registry name.
+type Upstreams interface {
+	// Lookup returns the client for a configured or built-in registry name.
+	Lookup(name string) (*upstream.Client, bool)
+}
+
+// Options configure a Handler. Store, Fetcher, Upstreams and Metrics are required.
+type Options struct {
+	Store     *store.Store
+	Fetcher   *fetch.Coalescer
+	Upstreams Upstreams
+	Metrics   *metrics.Metrics
+	// DefaultRegistry serves names without a registry prefix (default docker.io).
+	DefaultRegistry string
+	// TagTTL is how long a tag resolution is trusted (0: always ask upstream).
+	TagTTL time.Duration
+	// UpstreamTimeout bounds a manifest or tag resolution upstream (default 60s).
+	UpstreamTimeout time.Duration
+	// MaxHeaderBytes rejects requests with larger headers with 431 (0: no check).
+	MaxHeaderBytes int
+	// Source, if set, replaces the upstream as where blobs come from (it gets
+	// the upstream source to fall back on).
+	Source func(up fetch.Source) fetch.Source
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Handler serves /v2/.
+type Handler struct {
+	opts   Options
+	router Router
+	log    *slog.Logger
+	m      *metrics.Metrics
+	// manifests coalesces concurrent manifest and tag resolutions.
+	manifests singleflight.Group
+}
+
+// New returns a Handler.
+func New(opts Options) *Handler {
+	if opts.DefaultRegistry == "" {
+		opts.DefaultRegistry = "docker.io"
+	}
+	if opts.UpstreamTimeout <= 0 {
+		opts.UpstreamTimeout = 60 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics}
+	h.router = Router{
+		Known:   func(n string) bool { _, ok := opts.Upstreams.Lookup(n); return ok },
+		Default: opts.DefaultRegistry,
+	}
+	return h
+}
+
+// request is one parsed API request.
+type request struct {
+	path   Path
+	target Target
+	client *upstream.Client
+}
+
+// ServeHTTP implements the pull API.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.opts.Now()
+	rec := &recorder{ResponseWriter: w}
+	route := "other"
+	var attrs []slog.Attr
+	err := func() error {
+		if err := h.checkHeaders(r); err != nil {
+			return err
+		}
+		p, err := ParsePath(r.URL.Path)
+		if err != nil {
+			return err
+		}
+		route = p.Kind.String()
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			rec.Header().Set("Allow", "GET, HEAD")
+			return newError(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported: berth is a read-only mirror", r.Method)
+		}
+		if p.Kind == KindBase {
+			return h.serveBase(rec, r)
+		}
+		if p.Kind == KindUpload {
+			return newError(http.StatusMethodNotAllowed, CodeUnsupported, "uploads are not supported: berth is a read-only mirror")
+		}
+		t, err := h.router.Resolve(p.Name, r.URL.Query().Get("ns"))
+		if err != nil {
+			return err
+		}
+		attrs = append(attrs, slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
+		c, _ := h.opts.Upstreams.Lookup(t.Registry)
+		req := &request{path: p, target: t, client: c}
+		switch p.Kind {
+		case KindManifest:
+			return h.serveManifest(rec, r, req)
+		case KindBlob:
+			attrs = append(attrs, slog.String("digest", p.Reference))
+			return h.serveBlob(rec, r, req)
+		case KindTags:
+			return h.serveTags(rec, r, req)
+		default:
+			return newError(http.StatusNotFound, CodeUnsupported, "the referrers API is not served by this mirror")
+		}
+	}()
+	if err != nil {
+		e := asError(err)
+		if e.Status >= 500 {
+			h.log.LogAttrs(r.Context(), slog.LevelWarn, "request failed", append(attrs,
+				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("error", err.Error()))...)
+		} else if e.Status == http.StatusBadRequest || e.Status == http.StatusRequestHeaderFieldsTooLarge ||
+			e.Status == http.StatusRequestedRangeNotSatisfiable {
+			h.m.BadRequests.WithLabelValues(e.Code).Inc()
+			h.log.LogAttrs(r.Context(), slog.LevelInfo, "rejected request", append(attrs,
+				slog.String("method", r.Method), slog.String("code", e.Code), slog.String("error", e.Message))...)
+		}
+		if !rec.wrote {
+			writeError(rec, r, e)
+		}
+	}
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	h.m.Requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
+	d := h.opts.Now().Sub(start)
+	h.m.RequestDuration.WithLabelValues(route).Observe(d.Seconds())
+	if h.log.Enabled(r.Context(), slog.LevelDebug) {
+		h.log.LogAttrs(r.Context(), slog.LevelDebug, "request", append(attrs,
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", status),
+			slog.Int64("bytes", rec.bytes), slog.Duration("took", d))...)
+	}
+}
+
+// serveBase answers GET /v2/: the API version check.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
+func (h *Handler) serveBase(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write([]byte("{}"))
+	}
+	return nil
+}
+
+func (h *Handler) checkHeaders(r *http.Request) error {
+	if h.opts.MaxHeaderBytes <= 0 {
+		return nil
+	}
+	n := len(r.RequestURI)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	if n > h.opts.MaxHeaderBytes {
+		return newError(http.StatusRequestHeaderFieldsTooLarge, CodeTooLarge, "request headers of %d bytes exceed the limit of %d", n, h.opts.MaxHeaderBytes)
+	}
+	return nil
+}
+
+// upstreamError maps an upstream failure to what the client sees. notFound is
+// the code for a 404 (MANIFEST_UNKNOWN or BLOB_UNKNOWN).
+func (h *Handler) upstreamError(ctx context.Context, t Target, err error, notFound string) error {
+	var se *upstream.StatusError
+	if errors.As(err, &se) && se.Status < 500 {
+		switch se.Status {
+		case http.StatusNotFound:
+			code := notFound
+			if se.Code == CodeNameUnknown {
+				code = CodeNameUnknown
+			}
+			return newError(http.StatusNotFound, code, "%s not found in %s", t.Repository, t.Registry)
+		case http.StatusUnauthorized:
+			return newError(http.StatusUnauthorized, CodeUnauthorized, "upstream %s refused access to %s (configure credentials for it)", t.Registry, t.Repository)
+		case http.StatusForbidden:
+			return newError(http.StatusForbidden, CodeDenied, "upstream %s denied access to %s", t.Registry, t.Repository)
+		case http.StatusTooManyRequests:
+			return newError(http.StatusTooManyRequests, CodeTooManyRequests, "upstream %s is rate limiting", t.Registry)
+		}
+	}
+	reason := "unavailable"
+	switch {
+	case errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, fetch.ErrVerify):
+		reason = "digest_mismatch"
+		h.m.VerifyFailures.Inc()
+	case errors.Is(err, upstream.ErrTooLarge):
+		reason = "too_large"
+	}
+	h.m.UpstreamErrors.WithLabelValues(t.Registry, reason).Inc()
+	h.log.LogAttrs(ctx, slog.LevelWarn, "upstream failed", slog.String("upstream", t.Registry),
+		slog.String("repo", t.Repository), slog.String("error", err.Error()))
+	return newError(http.StatusBadGateway, CodeUnavailable, "upstream %s failed: %s", t.Registry, reason)
+}
+
+// recorder notes the status and bytes written, for metrics and logs.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection (deadlines, and
+// io.Copy's ReadFrom for sendfile via the embedded writer).
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// ReadFrom keeps the sendfile path: net/http's response implements
+// io.ReaderFrom and hands an *os.File to the kernel.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	var n int64
+	var err error
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(writerOnly{r.ResponseWriter}, src)
+	}
+	r.bytes += n
+	return n, err
+}
+
+type writerOnly struct{ io.Writer }

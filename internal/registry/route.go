@@ -1,0 +1,83 @@
+package registry
+
+import (
+	"net/http"
+	"strings"
+)
+
+// Target is the upstream registry and repository a request resolves to.
+type Target struct {
+	// Registry is the registry name as configured (docker.io, registry.test:5000).
+	Registry string
+	// Repository is the repository within that registry (library/alpine).
+	Repository string
+}
+
+func (t Target) String() string { return t.Registry + "/" + t.Repository }
+
+// Router decides which upstream serves a request, per DESIGN.md "Which
+// upstream serves a request". It never contacts anything: a name that is not
+// known is denied here, before any connection could be made.
+type Router struct {
+	// Known reports whether a registry name is configured or built in.
+	Known func(name string) bool
+	// Default is the registry for names without a registry prefix.
+	Default string
+}
+
+// dockerHubAliases are other names clients use for docker.io.
+var dockerHubAliases = map[string]bool{
+	"index.docker.io":      true,
+	"registry-1.docker.io": true,
+	"registry.hub.docker.com": true,
+}
+
+// CanonicalRegistry folds the aliases of Docker Hub into docker.io.
+func CanonicalRegistry(name string) string {
+	name = strings.ToLower(name)
+	if dockerHubAliases[name] {
+		return "docker.io"
+	}
+	return name
+}
+
+// Resolve maps a validated repository name and the optional ?ns= value to a Target.
+func (r *Router) Resolve(name, ns string) (Target, error) {
+	var t Target
+	first, rest, hasRest := strings.Cut(name, "/")
+	switch {
+	case ns != "":
+		reg := CanonicalRegistry(ns)
+		if !isRegistryComponent(reg) && reg != "docker.io" {
+			return Target{}, newError(http.StatusBadRequest, CodeNameInvalid, "invalid ns parameter %q", truncate(ns, 64))
+		}
+		t = Target{Registry: reg, Repository: name}
+	case hasRest && isRegistryComponent(first):
+		t = Target{Registry: CanonicalRegistry(first), Repository: rest}
+	default:
+		t = Target{Registry: r.Default, Repository: name}
+	}
+	if !r.Known(t.Registry) {
+		return Target{}, newError(http.StatusForbidden, CodeDenied, "registry %q is not configured on this mirror", truncate(t.Registry, 64))
+	}
+	if err := validateRepository(t.Repository); err != nil {
+		return Target{}, err
+	}
+	if t.Registry == "docker.io" && !strings.Contains(t.Repository, "/") {
+		t.Repository = "library/" + t.Repository
+	}
+	return t, nil
+}
+
+// validateRepository checks a repository with no registry prefix.
+func validateRepository(repo string) error {
+	if repo == "" || len(repo) > MaxNameLength {
+		return newError(http.StatusBadRequest, CodeNameInvalid, "repository name must be 1 to %d characters", MaxNameLength)
+	}
+	for _, c := range strings.Split(repo, "/") {
+		if !componentRE.MatchString(c) {
+			return newError(http.StatusBadRequest, CodeNameInvalid, "invalid repository name component %q", truncate(c, 64))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,232 @@
+// Package server assembles a running berth: the store, the upstream clients,
+// the coalescing fetcher, the registry handler and the health and metrics
+// endpoints, and runs them until the context ends, then drains.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/berth-mirror/berth/internal/config"
+	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/metrics"
+	"github.com/berth-mirror/berth/internal/registry"
+	"github.com/berth-mirror/berth/internal/store"
+	"github.com/berth-mirror/berth/internal/sysinfo"
+	"github.com/berth-mirror/berth/internal/upstream"
+)
+
+// Version is reported in the User-Agent sent upstream.
+var Version = "dev"
+
+// Server is one berth instance.
+type Server struct {
+	cfg       config.Config
+	log       *slog.Logger
+	Store     *store.Store
+	Fetcher   *fetch.Coalescer
+	Metrics   *metrics.Metrics
+	Upstreams *Upstreams
+	handler   http.Handler
+	ready     atomic.Bool
+	started   time.Time
+}
+
+// New opens the store and builds the handler; it does not listen yet.
+func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := metrics.New()
+	m.Registry.MustRegister(sysinfo.NewCollector(sysinfo.Reader{}))
+	st, err := store.Open(cfg.DataDir, store.Options{
+		MaxBytes: int64(cfg.MaxDisk),
+		Logger:   log.With("component", "store"),
+		OnEvict:  func(store.Info) { m.Evictions.Inc() },
+	})
+	if err != nil {
+		return nil, err
+	}
+	ups, err := NewUpstreams(cfg, log)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	fc := fetch.New(st, fetch.Options{
+		MaxFetches: cfg.MaxFetches,
+		Timeout:    cfg.FetchTimeout.D(),
+		Resumes:    cfg.UpstreamRetries,
+		Logger:     log.With("component", "fetch"),
+		Observer:   metrics.FillObserver{M: m},
+	})
+	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now()}
+	reg := registry.New(registry.Options{
+		Store:           st,
+		Fetcher:         fc,
+		Upstreams:       ups,
+		Metrics:         m,
+		DefaultRegistry: cfg.DefaultUpstream,
+		TagTTL:          cfg.TagTTL.D(),
+		UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
+		MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
+		Logger:          log.With("component", "registry"),
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", reg)
+	mux.Handle("/v2", reg)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", s.readyz)
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	s.handler = mux
+	m.Registry.MustRegister(storeCollector{st}, inflightCollector{fc})
+	return s, nil
+}
+
+// Handler is the server's HTTP handler (for tests).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Config returns the configuration in force.
+func (s *Server) Config() config.Config { return s.cfg }
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if !s.ready.Load() {
+		http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// Run serves on ln until ctx ends, then stops accepting, lets responses in
+// flight finish for up to shutdown_timeout, and closes the store.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	if s.cfg.MaxConnections > 0 {
+		ln = limitListener(ln, s.cfg.MaxConnections)
+	}
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		// Go adds 4 KiB of slack; the registry handler answers bigger headers
+		// than max_header_bytes with an OCI 431, this is the hard backstop.
+		MaxHeaderBytes: 2 * int(s.cfg.MaxHeaderBytes),
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	flushDone := make(chan struct{})
+	go s.flushLoop(ctx, flushDone)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	s.ready.Store(true)
+	s.log.Info("serving", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir,
+		"default_upstream", s.cfg.DefaultUpstream, "upstreams", len(s.cfg.Upstreams))
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		s.ready.Store(false)
+		s.log.Info("shutting down: draining requests in flight", "timeout", s.cfg.ShutdownTimeout.String())
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
+		err = hs.Shutdown(sctx)
+		cancel()
+		if err != nil {
+			s.log.Warn("drain timed out; closing remaining connections", "error", err)
+			_ = hs.Close()
+		}
+		<-errc
+	}
+	<-flushDone
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, s.Close())
+}
+
+// Close closes the store. Run calls it.
+func (s *Server) Close() error {
+	return s.Store.Close()
+}
+
+func (s *Server) flushLoop(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.Store.Flush(); err != nil {
+				s.log.Warn("writing access times", "error", err)
+			}
+		}
+	}
+}
+
+// Upstreams is the set of registries berth may contact.
+type Upstreams struct {
+	mu sync.RWMutex
+	m  map[string]*upstream.Client
+}
+
+// NewUpstreams builds a client for every configured and built-in registry.
+func NewUpstreams(cfg config.Config, log *slog.Logger) (*Upstreams, error) {
+	u := &Upstreams{m: map[string]*upstream.Client{}}
+	return u, u.Set(cfg, log)
+}
+
+// Set replaces the clients from cfg.
+func (u *Upstreams) Set(cfg config.Config, log *slog.Logger) error {
+	m := make(map[string]*upstream.Client, len(cfg.Upstreams))
+	base := upstream.NewTransport(cfg.UpstreamTimeout.D())
+	for name, ep := range cfg.Upstreams {
+		c, err := upstream.New(upstream.Endpoint{Name: name, URL: ep.URL, Username: ep.Username, Password: ep.Password},
+			upstream.Options{
+				Timeout:   cfg.UpstreamTimeout.D(),
+				Retries:   cfg.UpstreamRetries,
+				Transport: base,
+				Logger:    log.With("component", "upstream"),
+				UserAgent: "berth/" + Version,
+			})
+		if err != nil {
+			return fmt.Errorf("config: upstreams.%s: %w", name, err)
+		}
+		m[name] = c
+	}
+	u.mu.Lock()
+	u.m = m
+	u.mu.Unlock()
+	return nil
+}
+
+// Lookup implements registry.Upstreams.
+func (u *Upstreams) Lookup(name string) (*upstream.Client, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	c, ok := u.m[name]
+	return c, ok
+}
+
+// Names lists the registry names, sorted.
+func (u *Upstreams) Names() []string {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	names := make([]string, 0, len(u.m))
+	for n := range u.m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,257 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+const tempPrefix = "fill-"
+
+// TempFile creates a file for incoming content in the data directory (same
+// filesystem as the store, so Commit can rename it).
+func (s *Store) TempFile() (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), tempPrefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return f, nil
+}
+
+// Commit makes the temporary file f visible as info.Digest. The caller has
+// already verified the digest while writing (verified=true) or Commit hashes
+// the file itself. f is synced, checked for size and renamed into place; f is
+// left open (the caller closes it) but its name no longer exists in tmp/.
+// Committing content already present succeeds and removes f's file.
+func (s *Store) Commit(f *os.File, info Info, verified bool) error {
+	tmp := f.Name()
+	fail := func(err error) error {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Errorf("store: sync %s: %w", info.Digest, err))
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return fail(fmt.Errorf("store: %w", err))
+	}
+	if st.Size() != info.Size {
+		return fail(fmt.Errorf("%w: %s: %d bytes, expected %d", ErrDigestMismatch, info.Digest, st.Size(), info.Size))
+	}
+	if !verified {
+		v := info.Digest.Verifier()
+		if _, err := io.Copy(v, io.NewSectionReader(f, 0, st.Size())); err != nil {
+			return fail(fmt.Errorf("store: verify %s: %w", info.Digest, err))
+		}
+		if !v.Verified() {
+			return fail(fmt.Errorf("%w: %s", ErrDigestMismatch, info.Digest))
+		}
+	}
+	dst := s.path(info.Digest)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return fail(fmt.Errorf("store: %w", err))
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fail(fmt.Errorf("store: commit %s: %w", info.Digest, err))
+	}
+	syncDir(filepath.Dir(dst))
+	now := time.Now()
+	info.Added, info.LastAccess = now, now
+	added, err := s.record(info)
+	if err != nil {
+		return err
+	}
+	if added {
+		s.evict(info.Digest)
+	}
+	return nil
+}
+
+// PutManifest stores a manifest's bytes (already read into memory) under
+// info.Digest, verifying them first.
+func (s *Store) PutManifest(body []byte, info Info) error {
+	if info.Digest.Algorithm().FromBytes(body) != info.Digest {
+		return fmt.Errorf("%w: manifest %s", ErrDigestMismatch, info.Digest)
+	}
+	if _, err := s.Stat(info.Digest); err == nil {
+		s.touch(info.Digest)
+		return nil
+	}
+	f, err := s.TempFile()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Write(body); err != nil {
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("store: %w", err)
+	}
+	info.Size = int64(len(body))
+	info.Manifest = true
+	return s.Commit(f, info, true)
+}
+
+// ReadManifest returns a stored manifest's bytes.
+func (s *Store) ReadManifest(dg digest.Digest) ([]byte, Info, error) {
+	f, info, err := s.Open(dg)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, info.Size+1))
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("store: read %s: %w", dg, err)
+	}
+	if int64(len(b)) != info.Size {
+		return nil, Info{}, fmt.Errorf("store: %s: size changed on disk", dg)
+	}
+	return b, info, nil
+}
+
+// record writes info unless present; it reports whether it was new.
+func (s *Store) record(info Info) (bool, error) {
+	added := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBlobs)
+		if b.Get([]byte(info.Digest)) != nil {
+			return nil
+		}
+		v, err := json.Marshal(info)
+		if err != nil {
+			return err
+		}
+		added = true
+		return b.Put([]byte(info.Digest), v)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: record %s: %w", info.Digest, err)
+	}
+	if added {
+		s.mu.Lock()
+		s.size += info.Size
+		s.count++
+		s.mu.Unlock()
+	}
+	return added, nil
+}
+
+// evict removes least recently used content until the store is at 90% of its
+// bound. keep is never evicted (the object just committed).
+func (s *Store) evict(keep digest.Digest) {
+	s.mu.Lock()
+	max, size := s.opts.MaxBytes, s.size
+	s.mu.Unlock()
+	if max <= 0 || size <= max {
+		return
+	}
+	_ = s.Flush()
+	infos, err := s.List(Filter{})
+	if err != nil {
+		s.log.Error("eviction: listing store", "error", err)
+		return
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].LastAccess.Before(infos[j].LastAccess) })
+	target := max / 10 * 9
+	for _, info := range infos {
+		s.mu.Lock()
+		size = s.size
+		s.mu.Unlock()
+		if size <= target {
+			return
+		}
+		if info.Digest == keep {
+			continue
+		}
+		if err := s.Delete(info.Digest); err != nil {
+			s.log.Error("eviction failed", "digest", info.Digest, "error", err)
+			continue
+		}
+		s.log.Info("evicted", "digest", info.Digest, "size", info.Size, "last_access", info.LastAccess)
+		if s.opts.OnEvict != nil {
+			s.opts.OnEvict(info)
+		}
+	}
+}
+
+// recover removes leftover temporary files, drops metadata whose file is
+// gone and files that have no metadata, and computes the store's size.
+func (s *Store) recover() error {
+	tmpDir := filepath.Join(s.dir, "tmp")
+	entries, err := os.ReadDir(tmpDir)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(tmpDir, e.Name())); err == nil {
+			s.log.Info("removed leftover temporary file", "file", e.Name())
+		}
+	}
+	known := map[string]bool{}
+	var stale []digest.Digest
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
+			var info Info
+			dg := digest.Digest(k)
+			if json.Unmarshal(v, &info) != nil || dg.Validate() != nil {
+				stale = append(stale, dg)
+				return nil
+			}
+			st, err := os.Stat(s.path(dg))
+			if err != nil || st.Size() != info.Size {
+				stale = append(stale, dg)
+				return nil
+			}
+			known[s.path(dg)] = true
+			s.size += info.Size
+			s.count++
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: reading metadata: %w", err)
+	}
+	if len(stale) > 0 {
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			for _, dg := range stale {
+				_ = tx.Bucket(bucketBlobs).Delete([]byte(dg))
+				_ = os.Remove(s.path(dg))
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		s.log.Warn("dropped metadata without matching content", "count", len(stale))
+	}
+	return filepath.WalkDir(filepath.Join(s.dir, "blobs"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || known[p] {
+			return nil
+		}
+		// Renamed into place but never recorded (crash between the two): it
+		// was verified, but without its media type it is cheaper to refetch.
+		if rerr := os.Remove(p); rerr == nil {
+			s.log.Info("removed unrecorded content", "file", strings.TrimPrefix(p, s.dir))
+		}
+		return nil
+	})
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+}
+
+// IsNotFound reports whether err means absent content.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

@@ -1,0 +1,297 @@
+// Package upstream talks to the real registries berth mirrors: it resolves
+// auth challenges (anonymous, basic, bearer token) with go-containerregistry's
+// transport, retries transient failures with backoff, follows redirects to
+// blob storage, and turns upstream failures into typed errors.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Endpoint is one upstream registry.
+type Endpoint struct {
+	// Name is the registry name clients use (docker.io, registry.test:5000).
+	Name string
+	// URL is where it is reached (https://registry-1.docker.io).
+	URL string
+	// Username and Password, if set, are offered when the registry asks.
+	Username, Password string
+}
+
+// Options tune a Client. The zero value is usable.
+type Options struct {
+	// Timeout bounds dialing, TLS and waiting for response headers (default 30s).
+	Timeout time.Duration
+	// Retries is how many times a request failing with a connection error or
+	// 5xx is retried (default 0: none).
+	Retries int
+	// Backoff is the first retry delay, doubled each time (default 200ms).
+	Backoff time.Duration
+	// Transport is the base transport (default: a tuned http.Transport).
+	Transport http.RoundTripper
+	// Logger receives retry and auth events (default: discard).
+	Logger *slog.Logger
+	// UserAgent is sent upstream.
+	UserAgent string
+}
+
+// Client speaks to one upstream registry. It is safe for concurrent use.
+type Client struct {
+	ep   Endpoint
+	reg  name.Registry
+	base string // scheme://host
+	auth authn.Authenticator
+	opts Options
+	rt   http.RoundTripper
+
+	mu    sync.Mutex
+	repos map[string]*repoTransport
+}
+
+type repoTransport struct {
+	rt      http.RoundTripper
+	created time.Time
+}
+
+// transportTTL is how long one repository's authenticated transport is kept;
+// ggcr refreshes expired tokens on 401 itself, this just bounds the map.
+const (
+	transportTTL   = 10 * time.Minute
+	maxTransports  = 4096
+	maxErrorBody   = 64 << 10
+	defaultBackoff = 200 * time.Millisecond
+)
+
+// New returns a Client for ep.
+func New(ep Endpoint, opts Options) (*Client, error) {
+	u, err := url.Parse(ep.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("upstream %s: invalid URL %q", ep.Name, ep.URL)
+	}
+	var nopts []name.Option
+	if u.Scheme == "http" {
+		nopts = append(nopts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(u.Host, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", ep.Name, err)
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Backoff <= 0 {
+		opts.Backoff = defaultBackoff
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Transport == nil {
+		opts.Transport = NewTransport(opts.Timeout)
+	}
+	auth := authn.Anonymous
+	if ep.Username != "" || ep.Password != "" {
+		auth = authn.FromConfig(authn.AuthConfig{Username: ep.Username, Password: ep.Password})
+	}
+	rt := opts.Transport
+	if opts.UserAgent != "" {
+		rt = transport.NewUserAgent(rt, opts.UserAgent)
+	}
+	return &Client{
+		ep:    ep,
+		reg:   reg,
+		base:  u.Scheme + "://" + u.Host,
+		auth:  auth,
+		opts:  opts,
+		rt:    rt,
+		repos: make(map[string]*repoTransport),
+	}, nil
+}
+
+// NewTransport returns the base HTTP transport for upstream connections.
+func NewTransport(timeout time.Duration) *http.Transport {
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          64,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Name is the registry name this client serves.
+func (c *Client) Name() string { return c.ep.Name }
+
+// URL is the endpoint (without credentials).
+func (c *Client) URL() string { return c.ep.URL }
+
+// transportFor returns an authenticated transport scoped to pull repo.
+func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripper, error) {
+	c.mu.Lock()
+	rt, ok := c.repos[repo]
+	c.mu.Unlock()
+	if ok && time.Since(rt.created) < transportTTL {
+		return rt.rt, nil
+	}
+	scope := "repository:" + repo + ":pull"
+	t, err := transport.NewWithContext(ctx, c.reg, c.auth, c.rt, []string{scope})
+	if err != nil {
+		return nil, c.classify(err)
+	}
+	c.mu.Lock()
+	if len(c.repos) >= maxTransports {
+		for k, v := range c.repos {
+			if time.Since(v.created) >= transportTTL || len(c.repos) >= maxTransports {
+				delete(c.repos, k)
+			}
+		}
+	}
+	c.repos[repo] = &repoTransport{rt: t, created: time.Now()}
+	c.mu.Unlock()
+	return t, nil
+}
+
+// forget drops a repository's transport so the next request authenticates anew.
+func (c *Client) forget(repo string) {
+	c.mu.Lock()
+	delete(c.repos, repo)
+	c.mu.Unlock()
+}
+
+// do sends one request for repo with retries on connection errors and 5xx.
+// A non-2xx/3xx response is returned as a *StatusError with its body closed.
+func (c *Client) do(ctx context.Context, method, repo, path string, hdr http.Header) (*http.Response, error) {
+	var lastErr error
+	delay := c.opts.Backoff
+	for attempt := 0; attempt <= c.opts.Retries; attempt++ {
+		if attempt > 0 {
+			c.opts.Logger.LogAttrs(ctx, slog.LevelWarn, "retrying upstream request",
+				slog.String("upstream", c.ep.Name), slog.String("repo", repo),
+				slog.Int("attempt", attempt), slog.String("error", lastErr.Error()))
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %w", ErrUnreachable, context.Cause(ctx))
+			case <-time.After(delay):
+			}
+			delay *= 2
+		}
+		resp, err := c.once(ctx, method, repo, path, hdr)
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+		if !retryable(err) || ctx.Err() != nil {
+			return nil, err
+		}
+	}
+	return nil, lastErr
+}
+
+func (c *Client) once(ctx context.Context, method, repo, path string, hdr http.Header) (*http.Response, error) {
+	rt, err := c.transportFor(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		return nil, c.classify(err)
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
+	}
+	serr := readStatusError(c.ep.Name, resp)
+	if resp.StatusCode == http.StatusUnauthorized {
+		// A token the registry no longer accepts: authenticate anew next time.
+		c.forget(repo)
+	}
+	return nil, serr
+}
+
+// classify wraps transport failures: network errors become ErrUnreachable,
+// auth failures from the token exchange keep their status.
+func (c *Client) classify(err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		se := &StatusError{Upstream: c.ep.Name, Status: te.StatusCode}
+		if len(te.Errors) > 0 {
+			se.Code, se.Message = string(te.Errors[0].Code), te.Errors[0].Message
+		}
+		if se.Status == 0 || se.Status >= 500 {
+			return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.ep.Name, se)
+		}
+		return se
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.ep.Name, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.ep.Name, redact(err))
+}
+
+func retryable(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Status >= 500
+	}
+	return errors.Is(err, ErrUnreachable)
+}
+
+// redact strips query strings (signed URLs, tokens) from url errors.
+func redact(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			u.RawQuery = ""
+			u.User = nil
+			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
+		}
+	}
+	return err
+}
+
+func drain(rc io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, rc, 4<<10)
+	_ = rc.Close()
+}
+
+func repoPath(repo, kind, ref string) string {
+	return "/v2/" + repo + "/" + kind + "/" + ref
+}
+
+// Accept lists the manifest types sent upstream when the client gives none.
+// Schema 1 is left out: registries rewrite to it on the fly, with a digest
+// that a later GET by digest cannot find.
+var Accept = strings.Join([]string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+	"application/vnd.oci.artifact.manifest.v1+json",
+}, ", ")
