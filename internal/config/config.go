@@ -126,19 +126,25 @@ type Error struct {
 	Key      string
 	Value    string
 	Expected string
+	// Where, if set, is the file and line.
+	Where string
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("config: %s: invalid value %q: expected %s", e.Key, e.Value, e.Expected)
+	msg := fmt.Sprintf("config: %s: invalid value %q: expected %s", e.Key, e.Value, e.Expected)
+	if e.Where != "" {
+		msg += " (" + e.Where + ")"
+	}
+	return msg
 }
 
 // Validate checks every key and returns the first problem as an *Error.
 func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return &Error{"listen", c.Listen, "HOST:PORT, e.g. :5000"}
+		return &Error{Key: "listen", Value: c.Listen, Expected: "HOST:PORT, e.g. :5000"}
 	}
 	if c.DataDir == "" {
-		return &Error{"data_dir", c.DataDir, "a directory path"}
+		return &Error{Key: "data_dir", Value: c.DataDir, Expected: "a directory path"}
 	}
 	names := make([]string, 0, len(c.Upstreams))
 	for n := range c.Upstreams {
@@ -147,54 +153,54 @@ func (c *Config) Validate() error {
 	sort.Strings(names)
 	for _, n := range names {
 		if !ValidRegistryName(n) {
-			return &Error{"upstreams", n, "a registry name such as registry.example.com or host:5000"}
+			return &Error{Key: "upstreams", Value: n, Expected: "a registry name such as registry.example.com or host:5000"}
 		}
 		u := c.Upstreams[n]
 		if err := validateURL(u.URL); err != nil {
-			return &Error{"upstreams." + n + ".url", u.URL, "an http:// or https:// URL with a host and no path, query or credentials"}
+			return &Error{Key: "upstreams." + n + ".url", Value: u.URL, Expected: "an http:// or https:// URL with a host and no path, query or credentials"}
 		}
 	}
 	if _, ok := c.Upstreams[c.DefaultUpstream]; !ok {
-		return &Error{"default_upstream", c.DefaultUpstream, "the name of a configured or built-in upstream"}
+		return &Error{Key: "default_upstream", Value: c.DefaultUpstream, Expected: "the name of a configured or built-in upstream"}
 	}
 	if c.MaxDisk < 0 {
-		return &Error{"max_disk", c.MaxDisk.String(), "a size >= 0 such as 20Gi (0: unbounded)"}
+		return &Error{Key: "max_disk", Value: c.MaxDisk.String(), Expected: "a size >= 0 such as 20Gi (0: unbounded)"}
 	}
 	if c.TagTTL < 0 {
-		return &Error{"tag_ttl", c.TagTTL.String(), "a duration >= 0 such as 60s"}
+		return &Error{Key: "tag_ttl", Value: c.TagTTL.String(), Expected: "a duration >= 0 such as 60s"}
 	}
 	if c.MaxFetches < 1 {
-		return &Error{"max_fetches", fmt.Sprint(c.MaxFetches), "an integer >= 1"}
+		return &Error{Key: "max_fetches", Value: fmt.Sprint(c.MaxFetches), Expected: "an integer >= 1"}
 	}
 	if c.UpstreamRetries < 0 || c.UpstreamRetries > 10 {
-		return &Error{"upstream_retries", fmt.Sprint(c.UpstreamRetries), "an integer from 0 to 10"}
+		return &Error{Key: "upstream_retries", Value: fmt.Sprint(c.UpstreamRetries), Expected: "an integer from 0 to 10"}
 	}
 	if c.MaxConnections < 0 {
-		return &Error{"max_connections", fmt.Sprint(c.MaxConnections), "an integer >= 0 (0: unbounded)"}
+		return &Error{Key: "max_connections", Value: fmt.Sprint(c.MaxConnections), Expected: "an integer >= 0 (0: unbounded)"}
 	}
 	for _, d := range []struct {
 		key string
 		v   Duration
 	}{{"fetch_timeout", c.FetchTimeout}, {"upstream_timeout", c.UpstreamTimeout}, {"shutdown_timeout", c.ShutdownTimeout}} {
 		if d.v <= 0 {
-			return &Error{d.key, d.v.String(), "a duration > 0 such as 30s"}
+			return &Error{Key: d.key, Value: d.v.String(), Expected: "a duration > 0 such as 30s"}
 		}
 	}
 	if c.MaxHeaderBytes < 4<<10 || c.MaxHeaderBytes > 1<<20 {
-		return &Error{"max_header_bytes", c.MaxHeaderBytes.String(), "a size from 4Ki to 1Mi"}
+		return &Error{Key: "max_header_bytes", Value: c.MaxHeaderBytes.String(), Expected: "a size from 4Ki to 1Mi"}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		return &Error{"log.level", c.Log.Level, "one of debug, info, warn, error"}
+		return &Error{Key: "log.level", Value: c.Log.Level, Expected: "one of debug, info, warn, error"}
 	}
 	switch c.Log.Format {
 	case "auto", "json", "text":
 	default:
-		return &Error{"log.format", c.Log.Format, "one of auto, json, text"}
+		return &Error{Key: "log.format", Value: c.Log.Format, Expected: "one of auto, json, text"}
 	}
 	if c.Admin.MaxMessageBytes < 1<<10 || c.Admin.MaxMessageBytes > 1<<30 {
-		return &Error{"admin.max_message_bytes", c.Admin.MaxMessageBytes.String(), "a size from 1Ki to 1Gi"}
+		return &Error{Key: "admin.max_message_bytes", Value: c.Admin.MaxMessageBytes.String(), Expected: "a size from 1Ki to 1Gi"}
 	}
 	return nil
 }

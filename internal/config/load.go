@@ -1,10 +1,8 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"reflect"
 	"strconv"
@@ -25,6 +23,11 @@ func Load(path string, getenv func(string) (string, bool)) (Config, error) {
 			return c, fmt.Errorf("config: reading %s: %w", path, err)
 		}
 		if err := decodeYAML(b, &c); err != nil {
+			var ce *Error
+			if errors.As(err, &ce) {
+				ce.Where = strings.TrimSuffix(path+" "+ce.Where, " ")
+				return c, err
+			}
 			return c, fmt.Errorf("config: %s: %w", path, err)
 		}
 	}
@@ -37,25 +40,47 @@ func Load(path string, getenv func(string) (string, bool)) (Config, error) {
 	return c, nil
 }
 
+// decodeYAML applies a YAML document key by key, so that every error names
+// its key (a bad value, or a key berth does not know).
 func decodeYAML(b []byte, c *Config) error {
-	// Built-in upstreams stay unless the file names them, so decode the file's
-	// upstreams apart and merge them in.
-	base := c.Upstreams
-	c.Upstreams = nil
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		c.Upstreams = base
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return errors.New(strings.Join(te.Errors, "; "))
-		}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return err
 	}
-	for n, u := range c.Upstreams {
-		base[n] = u
+	if len(doc.Content) == 0 {
+		return nil // empty file
 	}
-	c.Upstreams = base
+	return applyNode(c, doc.Content[0], "")
+}
+
+func applyNode(c *Config, n *yaml.Node, prefix string) error {
+	if n.Kind != yaml.MappingNode {
+		return &Error{Key: strings.TrimSuffix(prefix, "."), Value: n.Value, Expected: "a mapping of keys"}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key := prefix + n.Content[i].Value
+		v := n.Content[i+1]
+		switch {
+		case key == "upstreams":
+			if err := applyUpstreams(c, v); err != nil {
+				return err
+			}
+		case v.Kind == yaml.MappingNode:
+			if err := applyNode(c, v, key+"."); err != nil {
+				return err
+			}
+		case v.Kind == yaml.ScalarNode:
+			if err := c.Set(key, v.Value); err != nil {
+				var ce *Error
+				if errors.As(err, &ce) {
+					ce.Where = fmt.Sprintf("line %d", v.Line)
+				}
+				return err
+			}
+		default:
+			return &Error{Key: key, Value: v.Value, Expected: "a single value"}
+		}
+	}
 	return nil
 }
 
@@ -194,6 +219,40 @@ func setScalar(f reflect.Value, s string) error {
 		f.SetBool(v)
 	default:
 		return fmt.Errorf("unsupported kind %s", f.Kind())
+	}
+	return nil
+}
+
+// applyUpstreams reads upstreams: {NAME: {url, username, password}}, naming
+// any unknown key.
+func applyUpstreams(c *Config, n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return &Error{Key: "upstreams", Value: n.Value, Expected: "a map of NAME: {url, username, password}"}
+	}
+	if c.Upstreams == nil {
+		c.Upstreams = map[string]Upstream{}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		name, v := n.Content[i].Value, n.Content[i+1]
+		key := "upstreams." + name
+		if v.Kind != yaml.MappingNode {
+			return &Error{Key: key, Value: v.Value, Expected: "a mapping with url, username, password", Where: fmt.Sprintf("line %d", v.Line)}
+		}
+		var u Upstream
+		for j := 0; j+1 < len(v.Content); j += 2 {
+			k, val := v.Content[j].Value, v.Content[j+1].Value
+			switch k {
+			case "url":
+				u.URL = val
+			case "username":
+				u.Username = val
+			case "password":
+				u.Password = val
+			default:
+				return &Error{Key: key + "." + k, Value: val, Expected: "one of url, username, password", Where: fmt.Sprintf("line %d", v.Content[j].Line)}
+			}
+		}
+		c.Upstreams[name] = u
 	}
 	return nil
 }

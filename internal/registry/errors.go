@@ -62,13 +62,12 @@ func asError(err error) *Error {
 // writeError writes e as the OCI error body. HEAD responses carry no body.
 func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
+	for _, k := range []string{"Content-Length", "Docker-Content-Digest", "Etag", "Content-Range"} {
+		h.Del(k)
+	}
 	for k, v := range e.Header {
 		h[k] = v
 	}
-	h.Del("Content-Length")
-	h.Del("Docker-Content-Digest")
-	h.Del("Etag")
-	h.Del("Content-Range")
 	h.Set("Content-Type", "application/json")
 	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message}}})
 	h.Set("Content-Length", fmt.Sprint(len(body)))
