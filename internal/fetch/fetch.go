@@ -117,7 +117,7 @@ func New(st *store.Store, opts Options) *Coalescer {
 
 type nopObserver struct{}
 
-func (nopObserver) FillStarted(Request)                            {}
+func (nopObserver) FillStarted(Request)                           {}
 func (nopObserver) FillDone(Request, int64, time.Duration, error) {}
 
 // InFlight returns the number of fills running.

@@ -27,8 +27,8 @@ type Router struct {
 
 // dockerHubAliases are other names clients use for docker.io.
 var dockerHubAliases = map[string]bool{
-	"index.docker.io":      true,
-	"registry-1.docker.io": true,
+	"index.docker.io":         true,
+	"registry-1.docker.io":    true,
 	"registry.hub.docker.com": true,
 }
 

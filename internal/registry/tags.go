@@ -3,8 +3,8 @@ package registry
 import (
 	"encoding/json"
 	"io"
-	"net/url"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 )
