@@ -119,7 +119,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 		return 1
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		_ = srv.Close()
 		log.Error("cannot listen", "addr", cfg.Listen, "error", err)

@@ -93,7 +93,7 @@ func EnvName(key string) string {
 // Keys lists every scalar key with its dotted name, for docs and env lookups.
 func Keys() []string {
 	var keys []string
-	walk(reflect.ValueOf(new(Config)).Elem(), "", func(key string, _ reflect.Value) error {
+	_ = walk(reflect.ValueOf(new(Config)).Elem(), "", func(key string, _ reflect.Value) error {
 		keys = append(keys, key)
 		return nil
 	})

@@ -145,7 +145,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 			s.log.Warn("drain timed out; closing remaining connections", "error", err)
 			_ = hs.Close()
 		}
-		<-errc
+		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
 	}
 	<-flushDone
 	if errors.Is(err, http.ErrServerClosed) {
