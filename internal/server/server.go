@@ -117,7 +117,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		// No ReadTimeout: its deadline stays on the connection while the
+		// handler runs, and net/http's background read then cancels the
+		// request context of any download longer than it. Pull requests have
+		// no body; ReadHeaderTimeout bounds slow clients on the way in and
+		// per-write deadlines on the way out.
 		IdleTimeout:       120 * time.Second,
 		// Go adds 4 KiB of slack; the registry handler answers bigger headers
 		// than max_header_bytes with an OCI 431, this is the hard backstop.
