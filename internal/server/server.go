@@ -40,6 +40,7 @@ type Server struct {
 	handler   http.Handler
 	ready     atomic.Bool
 	started   time.Time
+	live      live // what config.reload swaps (reload.go)
 }
 
 // New opens the store and builds the handler; it does not listen yet.
@@ -70,20 +71,23 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		Observer:   metrics.FillObserver{M: m},
 	})
 	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now()}
-	reg := registry.New(registry.Options{
-		Store:           st,
-		Fetcher:         fc,
-		Upstreams:       ups,
-		Metrics:         m,
-		DefaultRegistry: cfg.DefaultUpstream,
-		TagTTL:          cfg.TagTTL.D(),
-		UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
-		MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
-		Logger:          log.With("component", "registry"),
-	})
+	s.live.build = func(cfg config.Config) http.Handler {
+		return registry.New(registry.Options{
+			Store:           st,
+			Fetcher:         fc,
+			Upstreams:       ups,
+			Metrics:         m,
+			DefaultRegistry: cfg.DefaultUpstream,
+			TagTTL:          cfg.TagTTL.D(),
+			UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
+			MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
+			Logger:          log.With("component", "registry"),
+		})
+	}
+	s.live.v2.set(s.live.build(cfg))
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", reg)
-	mux.Handle("/v2", reg)
+	mux.Handle("/v2/", &s.live.v2)
+	mux.Handle("/v2", &s.live.v2)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -98,7 +102,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Config returns the configuration in force.
-func (s *Server) Config() config.Config { return s.cfg }
+func (s *Server) Config() config.Config { return s.current() }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !s.ready.Load() {
@@ -122,12 +126,17 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		// request context of any download longer than it. Pull requests have
 		// no body; ReadHeaderTimeout bounds slow clients on the way in and
 		// per-write deadlines on the way out.
-		IdleTimeout:       120 * time.Second,
+		IdleTimeout: 120 * time.Second,
 		// Go adds 4 KiB of slack; the registry handler answers bigger headers
 		// than max_header_bytes with an OCI 431, this is the hard backstop.
 		MaxHeaderBytes: 2 * int(s.cfg.MaxHeaderBytes),
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	stopAdmin, err := s.startAdmin(ln.Addr().String())
+	if err != nil {
+		_ = ln.Close()
+		return errors.Join(err, s.Close())
 	}
 	flushDone := make(chan struct{})
 	go s.flushLoop(ctx, flushDone)
@@ -136,7 +145,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.ready.Store(true)
 	s.log.Info("serving", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir,
 		"default_upstream", s.cfg.DefaultUpstream, "upstreams", len(s.cfg.Upstreams))
-	var err error
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -157,6 +165,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
+	err = errors.Join(err, stopAdmin())
 	return errors.Join(err, s.Close())
 }
 
