@@ -211,6 +211,10 @@ func accepts(accept, mediaType string) bool {
 	return false
 }
 
+// schema1Prefix starts Docker's deprecated schema 1 manifest types, which
+// registries convert to on the fly with unstable digests: never asked for.
+const schema1Prefix = "application/vnd.docker.distribution.manifest.v1+"
+
 // upstreamAccept keeps the manifest media types of a client's Accept
 // headers; with none (no header, or only */*) it returns "" so the upstream
 // client sends its full default list.
@@ -219,7 +223,7 @@ func upstreamAccept(values []string) string {
 	for _, v := range values {
 		for _, a := range strings.Split(v, ",") {
 			mt := strings.TrimSpace(strings.Split(a, ";")[0])
-			if strings.HasPrefix(mt, "application/vnd.") && !strings.Contains(mt, "manifest.v1+") {
+			if strings.HasPrefix(mt, "application/vnd.") && !strings.HasPrefix(mt, schema1Prefix) {
 				keep = append(keep, mt)
 			}
 		}
