@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,14 +87,20 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	}
 	s.live.v2.set(s.live.build(cfg))
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", &s.live.v2)
-	mux.Handle("/v2", &s.live.v2)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.readyz)
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	s.handler = mux
+	// /v2/ bypasses ServeMux: it would answer a path with "..", "." or "//"
+	// with a redirect to the cleaned path instead of the registry's OCI error.
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			s.live.v2.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 	m.Registry.MustRegister(storeCollector{st}, inflightCollector{fc})
 	return s, nil
 }
