@@ -82,6 +82,7 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, f io.ReadSee
 	hd.Set("Etag", `"`+info.Digest.String()+`"`)
 	hd.Set("Cache-Control", "max-age=31536000")
 	extendWriteDeadline(w, info.Size)
+	defer clearWriteDeadline(w)
 	var before int64
 	rec, _ := w.(*recorder)
 	if rec != nil {
@@ -129,6 +130,7 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 	bp := fetch.GetBuffer()
 	defer fetch.PutBuffer(bp)
 	rc := http.NewResponseController(w)
+	defer clearWriteDeadline(w)
 	var sent int64
 	for {
 		n, rerr := rd.Read(*bp)
@@ -194,4 +196,11 @@ func extendWriteDeadline(w http.ResponseWriter, size int64) {
 	const minRate = 1 << 20 // bytes per second
 	d := writeIdleTimeout + time.Duration(size/minRate)*time.Second
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+}
+
+// clearWriteDeadline removes the deadline set for a transfer: net/http does
+// not reset it between requests on a kept-alive connection (without a
+// server-wide WriteTimeout), and a stale one would fail the next response.
+func clearWriteDeadline(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 }
