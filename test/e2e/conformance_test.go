@@ -57,15 +57,6 @@ func TestConformance(t *testing.T) {
 	if res.counts["FAIL"]+res.counts["Error"] == 0 {
 		return
 	}
-	onlyManifests := res.counts["Error"] == 0
-	for _, f := range res.failures {
-		if !strings.Contains(f, "manifest") {
-			onlyManifests = false
-		}
-	}
-	if onlyManifests && hasOCIAcceptBug(t, b, reg, im.Repo, im.Tag) {
-		t.Skipf("blocked on %s\nfailing checks:\n  %s", bugOCIAccept, strings.Join(res.failures, "\n  "))
-	}
 	t.Fatalf("conformance checks failed against berth:\n  %s\n\nfull output:\n%s", strings.Join(res.failures, "\n  "), out)
 }
 

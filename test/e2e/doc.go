@@ -1,7 +1,7 @@
 // Package e2e holds berth's end-to-end tests: they build the berth binary and
 // run it against the real things on 127.0.0.1 — distribution's
-// docker-registry as the upstream, skopeo and crane as clients, and the OCI
-// distribution-spec conformance tool.
+// docker-registry as the upstream, skopeo, crane and containerd's ctr as
+// clients, and the OCI distribution-spec conformance tool.
 //
 // The tests skip when a component is missing, or under -short; with
 // BERTH_E2E=1 (as `make test` sets) a missing component is a failure that
@@ -14,7 +14,12 @@
 // detector (a race makes berth exit 66, which fails the test that stops it);
 // BERTH_E2E_BIN=/path/to/berth tests a binary built elsewhere.
 //
-// Known berth bugs that block a check are described in knownbugs_test.go and
-// at the skip: the check skips only when the failure matches the bug, so it
-// runs in full once the bug is fixed.
+// TestContainerdPull runs containerd itself (CRI plugin disabled, everything
+// in a temporary directory) with the hosts.toml files `berth
+// configure-containerd` writes, and pulls with `ctr images pull`, unpacking
+// with overlayfs when containerd loaded it, else native
+// (BERTH_E2E_SNAPSHOTTER=native|overlayfs chooses).
+//
+// A check never skips because it recognises a known berth bug: a failure is a
+// failure, so a regression cannot hide behind a skip.
 package e2e
