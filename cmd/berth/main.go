@@ -19,6 +19,7 @@ const usage = `berth: a node-local OCI registry mirror and pull-through cache
 Usage:
   berth serve [flags]                 run the mirror (berth serve -h for flags)
   berth health [--url URL]            exit 0 when the server answers /readyz with 200
+  berth ctl [--socket PATH] COMMAND   control a running berth (berth ctl -h for commands)
   berth configure-containerd [flags]  write containerd hosts.toml files pointing at berth
   berth version                       print the version
 `
@@ -38,6 +39,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
 		return runServe(ctx, args[1:], stderr)
+	case "ctl":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		return runCtl(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "health":
 		return runHealth(args[1:], stdout, stderr)
 	case "configure-containerd":

@@ -75,9 +75,12 @@ func loadConfig(args []string, stderr io.Writer) (config.Config, error) {
 	return cfg, cfg.Validate()
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
+// newLogger builds the logger; its level is read from level, which
+// config.reload may change.
+func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.Level))
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	format := c.Format
 	if format == "auto" {
@@ -101,7 +104,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "berth:", err)
 		return 2
 	}
-	log := newLogger(cfg.Log, stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.Log, level, stderr)
 	server.Version = version
 	limit, source, lim, lerr := sysinfo.Apply(sysinfo.Reader{}, os.LookupEnv)
 	if lerr != nil {
@@ -119,6 +123,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 		return 1
 	}
+	srv.SetLogLevel(level)
+	// config.reload re-reads the same sources: file, env and these flags.
+	srv.SetReloader(func() (config.Config, error) { return loadConfig(args, io.Discard) })
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		_ = srv.Close()
