@@ -74,12 +74,10 @@ func (c *Client) CallRaw(ctx context.Context, method string, params json.RawMess
 	if err != nil {
 		return nil, fmt.Errorf("admin: encoding the request: %w", err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.c.SetDeadline(dl)
-	} else {
-		_ = c.c.SetDeadline(timeZero)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = c.c.SetDeadline(timePast) })
+	dl, _ := ctx.Deadline() // none: the zero time, no deadline
+	_ = c.c.SetDeadline(dl)
+	// Cancelling ctx interrupts the call: a deadline in the past.
+	stop := context.AfterFunc(ctx, func() { _ = c.c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := c.c.Write(append(b, '\n')); err != nil {
 		return nil, c.ioError(ctx, "sending", err)
@@ -104,8 +102,3 @@ func (c *Client) ioError(ctx context.Context, what string, err error) error {
 	}
 	return fmt.Errorf("admin: %s: %w", what, err)
 }
-
-var (
-	timeZero = time.Time{}
-	timePast = time.Unix(1, 0)
-)

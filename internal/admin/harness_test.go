@@ -43,8 +43,8 @@ type harness struct {
 	// blobGets counts GET /v2/…/blobs/… requests the upstream served;
 	// tagHeads, HEAD requests for manifests by tag.
 	blobGets, tagHeads atomic.Int64
-	logs     *syncBuffer
-	stop     func()
+	logs               *syncBuffer
+	stop               func()
 }
 
 type syncBuffer struct {

@@ -104,4 +104,3 @@ func TestConfigReload(t *testing.T) {
 		t.Errorf("config changed by a refused reload: %v", cfg)
 	}
 }
-
