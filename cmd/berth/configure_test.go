@@ -144,7 +144,7 @@ func TestConfigureContainerdExitCodes(t *testing.T) {
 		{"bad upstream URL", []string{"--registry", "x.test=x.test"}, 2, "upstream URL"},
 		{"bad mirror URL", []string{"--mirror-url", "127.0.0.1:5000"}, 2, "mirror URL"},
 		{"bad dial timeout", []string{"--dial-timeout", "soon"}, 2, "dial-timeout"},
-		{"bad config file", []string{"--config", badCfg}, 2, "invalid duration"},
+		{"bad config file", []string{"--config", badCfg}, 2, "tag_ttl: invalid value"},
 		{"missing config file", []string{"--config", badCfg + ".missing"}, 2, "reading"},
 		{"bad data owner", []string{"--data-dir", t.TempDir(), "--data-owner", "berth"}, 2, "UID:GID"},
 		{"config path is a file", []string{"--config-path", notDir}, 1, "not a directory"},
