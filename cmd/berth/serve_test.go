@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHealth(t *testing.T) {
+	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer ready.Close()
+	notReady := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+	}))
+	defer notReady.Close()
+	// A port nothing listens on.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "http://" + ln.Addr().String() + "/readyz"
+	ln.Close()
+
+	tests := []struct {
+		name string
+		url  string
+		want int
+	}{
+		{"ready", ready.URL + "/readyz", 0},
+		{"503", notReady.URL + "/readyz", 1},
+		{"nothing listening", dead, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if got := run([]string{"health", "--url", tt.url, "--timeout", "2s"}, &out, &errb); got != tt.want {
+				t.Errorf("exit %d, want %d (stderr %q)", got, tt.want, errb.String())
+			}
+		})
+	}
+}
+
+func TestServeBadConfigExits2WithOneLine(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		key  string
+	}{
+		{"bad flag value", []string{"--max-disk", "lots"}, nil, "max_disk"},
+		{"bad upstream", []string{"--upstream", "nourl"}, nil, "upstream"},
+		{"unknown default", []string{"--default-upstream", "nope.test"}, nil, "default_upstream"},
+		{"bad env", nil, map[string]string{"BERTH_TAG_TTL": "soon"}, "tag_ttl"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var errb bytes.Buffer
+			got := runServe(context.Background(), tt.args, &errb)
+			if got != 2 {
+				t.Fatalf("exit %d, want 2", got)
+			}
+			msg := strings.TrimSpace(errb.String())
+			if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, tt.key) {
+				t.Errorf("want one line naming %s, got %q", tt.key, msg)
+			}
+		})
+	}
+}
+
+// TestServeStartsAndStops runs the real serve command and stops it as SIGTERM would.
+func TestServeStartsAndStops(t *testing.T) {
+	dir := t.TempDir()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	sock, err := os.MkdirTemp("", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(sock)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var errb bytes.Buffer
+	go func() {
+		done <- runServe(ctx, []string{"--listen", addr, "--data-dir", dir, "--admin-socket", filepath.Join(sock, "a.sock"), "--log-format", "json"}, &errb)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var out, e bytes.Buffer
+		if run([]string{"health", "--url", "http://" + addr + "/readyz", "--timeout", "1s"}, &out, &e) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("never ready: %s", errb.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit %d: %s", code, errb.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "meta.db")); err != nil {
+		t.Errorf("store not created: %v", err)
+	}
+}
