@@ -84,7 +84,7 @@ func TestServeStartsAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(sock)
+	defer func() { _ = os.RemoveAll(sock) }()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var errb bytes.Buffer
