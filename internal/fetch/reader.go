@@ -110,3 +110,20 @@ func (r *Reader) Close() error {
 	r.f.release()
 	return nil
 }
+
+// Committed reports whether the fill has been verified and committed to the
+// store, with the reader's position and end: the rest of the response can
+// then come from the stored file (with sendfile) instead of through a buffer.
+func (r *Reader) Committed() (ok bool, off, end int64) {
+	f := r.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.done || f.err != nil {
+		return false, 0, 0
+	}
+	end = r.end
+	if end < 0 {
+		end = f.written
+	}
+	return true, r.off, end
+}

@@ -133,6 +133,15 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 	defer clearWriteDeadline(w)
 	var sent int64
 	for {
+		if ok, off, end := rd.Committed(); ok && end > off {
+			// The fill is done: send the rest from the stored file, with
+			// sendfile, rather than copying it through our buffer.
+			n, served := h.sendStored(w, dg, off, end-off)
+			sent += n
+			if served {
+				break
+			}
+		}
 		n, rerr := rd.Read(*bp)
 		if n > 0 {
 			_ = rc.SetWriteDeadline(time.Now().Add(writeIdleTimeout))
@@ -158,6 +167,25 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 	}
 	h.m.ServedBytes.WithLabelValues("fill").Add(float64(sent))
 	return nil
+}
+
+// sendStored sends length bytes from offset off of stored content. It
+// reports false, having sent nothing, if the content is not in the store
+// (evicted already), so the caller goes on from the fill's file.
+func (h *Handler) sendStored(w http.ResponseWriter, dg digest.Digest, off, length int64) (int64, bool) {
+	f, _, err := h.opts.Store.Open(dg)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return 0, false
+	}
+	extendWriteDeadline(w, length)
+	// io.CopyN hands net/http an io.LimitedReader over an *os.File, which it
+	// passes to sendfile. A short copy means the client went away.
+	n, _ := io.CopyN(w, f, length)
+	return n, true
 }
 
 // headBlobUpstream answers HEAD for a blob not in the store by asking the
