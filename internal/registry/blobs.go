@@ -127,8 +127,14 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	bp := fetch.GetBuffer()
-	defer fetch.PutBuffer(bp)
+	// The copy buffer is taken only while bytes go through it, and given
+	// back before the rest goes out by sendfile.
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			fetch.PutBuffer(bp)
+		}
+	}()
 	rc := http.NewResponseController(w)
 	defer clearWriteDeadline(w)
 	var sent int64
@@ -136,11 +142,18 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 		if ok, off, end := rd.Committed(); ok && end > off {
 			// The fill is done: send the rest from the stored file, with
 			// sendfile, rather than copying it through our buffer.
+			if bp != nil {
+				fetch.PutBuffer(bp)
+				bp = nil
+			}
 			n, served := h.sendStored(w, dg, off, end-off)
 			sent += n
 			if served {
 				break
 			}
+		}
+		if bp == nil {
+			bp = fetch.GetBuffer()
 		}
 		n, rerr := rd.Read(*bp)
 		if n > 0 {

@@ -91,7 +91,11 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.readyz)
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{
+		// A gzip writer costs ~1 MB per scrape once GC empties promhttp's
+		// pool, for a ~10 KB payload: not worth it on a memory-bounded daemon.
+		DisableCompression: true,
+	}))
 	// /v2/ bypasses ServeMux: it would answer a path with "..", "." or "//"
 	// with a redirect to the cleaned path instead of the registry's OCI error.
 	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
