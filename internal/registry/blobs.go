@@ -37,6 +37,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 		f, info, err := h.opts.Store.Open(dg)
 		if err == nil {
 			defer f.Close()
+			adviseSequential(f)
 			h.m.Cache.WithLabelValues("blob", "hit").Inc()
 			return h.serveFile(w, r, f, info)
 		}
@@ -191,6 +192,7 @@ func (h *Handler) sendStored(w http.ResponseWriter, dg digest.Digest, off, lengt
 		return 0, false
 	}
 	defer f.Close()
+	adviseSequential(f)
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return 0, false
 	}

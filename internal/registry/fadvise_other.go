@@ -1,0 +1,7 @@
+//go:build !linux
+
+package registry
+
+import "os"
+
+func adviseSequential(*os.File) {}
