@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"golang.org/x/term"
@@ -21,17 +20,12 @@ import (
 	"github.com/berth-mirror/berth/internal/sysinfo"
 )
 
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
 // loadConfig parses serve's flags over the file and BERTH_* env.
 func loadConfig(args []string, stderr io.Writer) (config.Config, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("config", os.Getenv("BERTH_CONFIG"), "YAML configuration file (env BERTH_CONFIG)")
-	var ups multiFlag
+	var ups multiValue
 	fs.Var(&ups, "upstream", "NAME=URL: map a registry name to an endpoint (repeatable)")
 	keys := map[string]string{
 		"listen":           "listen",
