@@ -49,57 +49,65 @@ func (r *Reader) Limit(off, end int64) {
 	r.off, r.end = off, end
 }
 
-// Read reads the next bytes that have landed, waiting for more as needed.
-// The blob's last byte is held back until the digest is verified; if it
-// does not verify, Read returns an error wrapping ErrVerify.
-func (r *Reader) Read(p []byte) (int, error) {
+// Next waits until bytes past the reader's position may be sent and returns
+// how many (up to the reader's end). The blob's last byte is held back until
+// the digest is verified; if it does not verify, Next returns an error
+// wrapping ErrVerify. At the end it returns io.EOF.
+func (r *Reader) Next() (int64, error) {
 	f := r.f
 	if r.end >= 0 && r.off >= r.end {
 		return 0, io.EOF
 	}
 	f.mu.Lock()
-	var avail int64
+	defer f.mu.Unlock()
 	for {
 		if f.done && f.err != nil {
-			err := f.err
-			f.mu.Unlock()
-			return 0, err
+			return 0, f.err
 		}
-		avail = f.written
+		avail := f.written
 		if !f.done {
 			avail-- // hold back the last byte until verified
 		}
 		if r.off < avail {
-			break
+			if r.end >= 0 && r.end < avail {
+				avail = r.end
+			}
+			return avail - r.off, nil
 		}
 		if f.done {
-			f.mu.Unlock()
 			if r.end >= 0 && r.off < r.end {
 				return 0, io.ErrUnexpectedEOF
 			}
 			return 0, io.EOF
 		}
 		if err := r.ctx.Err(); err != nil {
-			f.mu.Unlock()
 			return 0, err
 		}
 		f.cond.Wait()
 	}
-	f.mu.Unlock()
-	n := int64(len(p))
-	if rem := avail - r.off; rem < n {
-		n = rem
+}
+
+// Advance moves the reader past n bytes sent by other means (OpenFile).
+func (r *Reader) Advance(n int64) { r.off += n }
+
+// Offset is the reader's position in the blob.
+func (r *Reader) Offset() int64 { return r.off }
+
+// Read reads the next bytes that have landed, waiting for more as needed
+// (see Next for what it holds back).
+func (r *Reader) Read(p []byte) (int, error) {
+	avail, err := r.Next()
+	if err != nil {
+		return 0, err
 	}
-	if r.end >= 0 && r.end-r.off < n {
-		n = r.end - r.off
-	}
-	m, err := f.file.ReadAt(p[:n], r.off)
+	n := min(int64(len(p)), avail)
+	m, err := r.f.file.ReadAt(p[:n], r.off)
 	r.off += int64(m)
 	if err == io.EOF && int64(m) == n {
 		err = nil
 	}
 	if err != nil {
-		return m, fmt.Errorf("fetch: reading fill of %s: %w", f.req.Digest, err)
+		return m, fmt.Errorf("fetch: reading fill of %s: %w", r.f.req.Digest, err)
 	}
 	return m, nil
 }

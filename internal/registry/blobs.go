@@ -128,59 +128,16 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	// The copy buffer is taken only while bytes go through it, and given
-	// back before the rest goes out by sendfile.
-	var bp *[]byte
-	defer func() {
-		if bp != nil {
-			fetch.PutBuffer(bp)
-		}
-	}()
-	rc := http.NewResponseController(w)
 	defer clearWriteDeadline(w)
-	var sent int64
-	for {
-		if ok, off, end := rd.Committed(); ok && end > off {
-			// The fill is done: send the rest from the stored file, with
-			// sendfile, rather than copying it through our buffer.
-			if bp != nil {
-				fetch.PutBuffer(bp)
-				bp = nil
-			}
-			n, served := h.sendStored(w, dg, off, end-off)
-			sent += n
-			if served {
-				break
-			}
-		}
-		if bp == nil {
-			bp = fetch.GetBuffer()
-		}
-		n, rerr := rd.Read(*bp)
-		if n > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(writeIdleTimeout))
-			if _, werr := w.Write((*bp)[:n]); werr != nil {
-				h.m.ServedBytes.WithLabelValues("fill").Add(float64(sent))
-				return nil // client gone; the fill goes on
-			}
-			sent += int64(n)
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			h.m.ServedBytes.WithLabelValues("fill").Add(float64(sent))
-			if errors.Is(rerr, context.Canceled) || r.Context().Err() != nil {
-				return nil
-			}
-			// The body is already partly sent: close the connection short of
-			// Content-Length so the client sees a failed transfer.
-			h.log.Warn("aborting blob response", "digest", dg, "error", rerr)
-			panic(http.ErrAbortHandler)
-		}
-	}
+	sent, err := h.follow(w, rd, dg, meta.Size >= 0)
 	h.m.ServedBytes.WithLabelValues("fill").Add(float64(sent))
-	return nil
+	if err == nil || errors.Is(err, errClientGone) || errors.Is(err, context.Canceled) || r.Context().Err() != nil {
+		return nil // done, or the client went away; the fill goes on
+	}
+	// The body is already partly sent: close the connection short of
+	// Content-Length so the client sees a failed transfer.
+	h.log.Warn("aborting blob response", "digest", dg, "error", err)
+	panic(http.ErrAbortHandler)
 }
 
 // sendStored sends length bytes from offset off of stored content. It
@@ -236,9 +193,13 @@ const writeIdleTimeout = 60 * time.Second
 // extendWriteDeadline gives a sendfile transfer of size bytes time to finish
 // at a modest minimum rate, plus slack.
 func extendWriteDeadline(w http.ResponseWriter, size int64) {
+	_ = http.NewResponseController(w).SetWriteDeadline(deadlineFor(size))
+}
+
+// deadlineFor is when a write of size bytes must have finished.
+func deadlineFor(size int64) time.Time {
 	const minRate = 1 << 20 // bytes per second
-	d := writeIdleTimeout + time.Duration(size/minRate)*time.Second
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+	return time.Now().Add(writeIdleTimeout + time.Duration(size/minRate)*time.Second)
 }
 
 // clearWriteDeadline removes the deadline set for a transfer: net/http does

@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -200,5 +201,39 @@ func TestConcurrentColdBlobFetchedOnce(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(s.metrics.Cache.WithLabelValues("blob", "coalesced")); v != clients-1 {
 		t.Errorf("coalesced %v, want %d", v, clients-1)
+	}
+}
+
+// TestCorruptUpstreamBlob: a blob that does not match its digest reaches no
+// client complete (every transfer fails short), is not stored, and is counted.
+func TestCorruptUpstreamBlob(t *testing.T) {
+	up := newCountingUpstream(t)
+	data := randomBytes(3<<20, 9)
+	dg := up.pushBlob(t, "test/bad", data)
+	up.corrupt = true
+	s := newStack(t, up, time.Minute)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(s.srv.URL + "/v2/test/bad/blobs/" + dg.String() + "?ns=registry.test:5000")
+			if err != nil {
+				return // failed before the headers: fine
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil && resp.StatusCode == 200 {
+				t.Errorf("client received a complete body of %d bytes for a corrupt blob", len(body))
+			}
+		}()
+	}
+	wg.Wait()
+	s.fetcher.Wait()
+	if _, err := s.store.Stat(dg); err == nil {
+		t.Error("corrupt blob was stored")
+	}
+	if v := testutil.ToFloat64(s.metrics.VerifyFailures); v < 1 {
+		t.Errorf("verify failures %v", v)
 	}
 }

@@ -32,6 +32,8 @@ type countingUpstream struct {
 	// delay, if set, runs before each blob GET is answered (to widen races).
 	delay func()
 	down  bool
+	// corrupt flips the last byte of every blob body served.
+	corrupt bool
 }
 
 func newCountingUpstream(t testing.TB) *countingUpstream {
@@ -49,6 +51,23 @@ func newCountingUpstream(t testing.TB) *countingUpstream {
 		}
 		if delay != nil && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
 			delay()
+		}
+		u.mu.Lock()
+		corrupt := u.corrupt
+		u.mu.Unlock()
+		if corrupt && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			rec := httptest.NewRecorder()
+			reg.ServeHTTP(rec, r)
+			body := rec.Body.Bytes()
+			if len(body) > 0 {
+				body[len(body)-1] ^= 0xff
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(body)
+			return
 		}
 		reg.ServeHTTP(w, r)
 	}))
@@ -192,13 +211,13 @@ func newStack(t testing.TB, up *countingUpstream, ttl time.Duration) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	fc := fetch.New(st, fetch.Options{Resumes: 2})
+	m := metrics.New()
+	fc := fetch.New(st, fetch.Options{Resumes: 2, Observer: metrics.FillObserver{M: m}})
 	t.Cleanup(fc.Wait)
 	c, err := upstream.New(upstream.Endpoint{Name: "registry.test:5000", URL: up.URL}, upstream.Options{Retries: 1, Backoff: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := metrics.New()
 	s := &stack{store: st, fetcher: fc, metrics: m, up: up, now: time.Unix(1_700_000_000, 0)}
 	s.h = New(Options{
 		Store: st, Fetcher: fc, Metrics: m,
