@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -60,6 +62,9 @@ type Client struct {
 
 	mu    sync.Mutex
 	repos map[string]*repoTransport
+	// auths coalesces the ping and token exchange of concurrent first
+	// requests for one repository.
+	auths singleflight.Group
 }
 
 type repoTransport struct {
@@ -151,11 +156,26 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 	if ok && time.Since(rt.created) < transportTTL {
 		return rt.rt, nil
 	}
-	scope := "repository:" + repo + ":pull"
-	t, err := transport.NewWithContext(ctx, c.reg, c.auth, c.rt, []string{scope})
+	v, err, _ := c.auths.Do(repo, func() (any, error) {
+		// Detached: the result serves every waiter, not just the first.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*c.opts.Timeout)
+		defer cancel()
+		scope := "repository:" + repo + ":pull"
+		t, err := transport.NewWithContext(actx, c.reg, c.auth, c.rt, []string{scope})
+		if err != nil {
+			return nil, c.classify(err)
+		}
+		c.remember(repo, t)
+		return t, nil
+	})
 	if err != nil {
-		return nil, c.classify(err)
+		return nil, err
 	}
+	return v.(http.RoundTripper), nil
+}
+
+// remember keeps repo's authenticated transport, bounding the map.
+func (c *Client) remember(repo string, t http.RoundTripper) {
 	c.mu.Lock()
 	if len(c.repos) >= maxTransports {
 		for k, v := range c.repos {
@@ -166,7 +186,6 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 	}
 	c.repos[repo] = &repoTransport{rt: t, created: time.Now()}
 	c.mu.Unlock()
-	return t, nil
 }
 
 // forget drops a repository's transport so the next request authenticates anew.

@@ -201,3 +201,23 @@ func TestNewRejectsBadURL(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentFirstRequestsAuthenticateOnce(t *testing.T) {
+	a := newAuthRegistry(t, "", "")
+	dg := a.push(t, "org/app", []byte("x"))
+	c, _ := New(Endpoint{Name: "r.test", URL: a.URL}, Options{})
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.HeadBlob(context.Background(), "org/app", dg); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := a.tokens.Load(); n != 1 {
+		t.Errorf("token requests %d, want 1", n)
+	}
+}
