@@ -289,3 +289,31 @@ func TestRangeLimit(t *testing.T) {
 		t.Fatalf("range read %d bytes, %v", len(got), err)
 	}
 }
+
+func TestNextMinBatchesUntilEnough(t *testing.T) {
+	blob := data(30_000)
+	src := &gatedSource{data: blob, gateAt: 10_000, release: make(chan struct{})}
+	c, _ := newCoalescer(t, Options{})
+	r, _, err := c.Get(context.Background(), Request{Digest: digest.FromBytes(blob)}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make(chan int64, 1)
+	go func() { n, _ := r.NextMin(20_000); got <- n }()
+	select {
+	case n := <-got:
+		t.Fatalf("NextMin returned %d before enough bytes landed", n)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(src.release)
+	if n := <-got; n < 20_000 {
+		t.Fatalf("NextMin = %d, want >= 20000", n)
+	}
+	c.Wait()
+	// At the end it returns what is left, however little.
+	r.Advance(29_990)
+	if n, err := r.NextMin(20_000); err != nil || n != 10 {
+		t.Errorf("tail NextMin = %d, %v; want 10", n, err)
+	}
+}

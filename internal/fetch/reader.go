@@ -53,7 +53,11 @@ func (r *Reader) Limit(off, end int64) {
 // how many (up to the reader's end). The blob's last byte is held back until
 // the digest is verified; if it does not verify, Next returns an error
 // wrapping ErrVerify. At the end it returns io.EOF.
-func (r *Reader) Next() (int64, error) {
+func (r *Reader) Next() (int64, error) { return r.NextMin(1) }
+
+// NextMin is Next, but waits until at least min bytes may be sent, or the
+// fill has ended: fewer, larger sends cost fewer system calls and wake-ups.
+func (r *Reader) NextMin(min int64) (int64, error) {
 	f := r.f
 	if r.end >= 0 && r.off >= r.end {
 		return 0, io.EOF
@@ -68,10 +72,10 @@ func (r *Reader) Next() (int64, error) {
 		if !f.done {
 			avail-- // hold back the last byte until verified
 		}
-		if r.off < avail {
-			if r.end >= 0 && r.end < avail {
-				avail = r.end
-			}
+		if r.end >= 0 && r.end < avail {
+			avail = r.end
+		}
+		if r.off < avail && (avail-r.off >= min || f.done || (r.end >= 0 && avail == r.end)) {
 			return avail - r.off, nil
 		}
 		if f.done {

@@ -32,15 +32,20 @@ func (h *Handler) follow(w http.ResponseWriter, rd *fetch.Reader, dg digest.Dige
 	return h.followCopy(w, rd, dg)
 }
 
+// followBatch is the least a follower waits for before one sendfile: the
+// standard library allocates a few small objects per sendfile call, so
+// batching keeps that to a handful per MiB rather than per network read.
+const followBatch = 1 << 20
+
 // followSendfile hands each newly landed range to net/http's ReadFrom as an
 // io.LimitedReader over an *os.File, which reaches sendfile. One
-// LimitedReader serves every chunk: nothing is allocated per chunk.
+// LimitedReader serves every range.
 func followSendfile(w http.ResponseWriter, rf io.ReaderFrom, rd *fetch.Reader, f io.Reader) (int64, error) {
 	rc := http.NewResponseController(w)
 	lr := &io.LimitedReader{R: f}
 	var sent int64
 	for {
-		n, err := rd.Next()
+		n, err := rd.NextMin(followBatch)
 		if err == io.EOF {
 			return sent, nil
 		}
