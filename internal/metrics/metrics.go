@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/upstream"
 )
 
 // Metrics holds every collector berth exports.
@@ -93,6 +94,11 @@ func (o FillObserver) FillDone(req fetch.Request, n int64, d time.Duration, err 
 	o.M.FetchesInFlight.Dec()
 	o.M.UpstreamBytes.WithLabelValues(req.Registry).Add(float64(n))
 	if err != nil {
+		// A definite answer (404, 401, 403) is no failure of the upstream.
+		var se *upstream.StatusError
+		if errors.As(err, &se) && se.Status < 500 && se.Status != 429 {
+			return
+		}
 		o.M.UpstreamErrors.WithLabelValues(req.Registry, "fetch").Inc()
 		if errors.Is(err, fetch.ErrVerify) {
 			o.M.VerifyFailures.Inc()

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/upstream"
 )
 
 func TestFillObserver(t *testing.T) {
@@ -25,6 +26,7 @@ func TestFillObserver(t *testing.T) {
 		{"success", nil, 0, 0},
 		{"upstream failure", errors.New("reset"), 1, 0},
 		{"digest mismatch", fmt.Errorf("x: %w", fetch.ErrVerify), 2, 1},
+		{"404 is an answer, not a failure", &upstream.StatusError{Status: 404}, 2, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -44,7 +46,7 @@ func TestFillObserver(t *testing.T) {
 			}
 		})
 	}
-	if v := testutil.ToFloat64(m.UpstreamBytes.WithLabelValues("docker.io")); v != 300 {
+	if v := testutil.ToFloat64(m.UpstreamBytes.WithLabelValues("docker.io")); v != 400 {
 		t.Errorf("upstream bytes %v", v)
 	}
 }

@@ -103,7 +103,7 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 		if r.Context().Err() != nil {
 			return newError(499, CodeUnavailable, "client went away")
 		}
-		return h.upstreamError(r.Context(), req.target, err, CodeBlobUnknown)
+		return upstreamError(req.target, err, CodeBlobUnknown) // counted by the fill observer
 	}
 	hd := w.Header()
 	hd.Set("Docker-Content-Digest", dg.String())
@@ -165,7 +165,8 @@ func (h *Handler) sendStored(w http.ResponseWriter, dg digest.Digest, off, lengt
 func (h *Handler) headBlobUpstream(w http.ResponseWriter, r *http.Request, req *request, dg digest.Digest) error {
 	d, err := req.client.HeadBlob(r.Context(), req.target.Repository, dg)
 	if err != nil {
-		return h.upstreamError(r.Context(), req.target, err, CodeBlobUnknown)
+		h.countFailure(r.Context(), req.target, err)
+		return upstreamError(req.target, err, CodeBlobUnknown)
 	}
 	hd := w.Header()
 	hd.Set("Docker-Content-Digest", dg.String())

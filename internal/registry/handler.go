@@ -192,8 +192,10 @@ func (h *Handler) checkHeaders(r *http.Request) error {
 }
 
 // upstreamError maps an upstream failure to what the client sees. notFound is
-// the code for a 404 (MANIFEST_UNKNOWN or BLOB_UNKNOWN).
-func (h *Handler) upstreamError(ctx context.Context, t Target, err error, notFound string) error {
+// the code for a 404 (MANIFEST_UNKNOWN or BLOB_UNKNOWN). It counts and logs
+// nothing: that happens once where the upstream was called (countFailure, or
+// the fill observer for blobs), not once per client that waited on it.
+func upstreamError(t Target, err error, notFound string) error {
 	var se *upstream.StatusError
 	if errors.As(err, &se) && se.Status < 500 {
 		switch se.Status {
@@ -211,18 +213,33 @@ func (h *Handler) upstreamError(ctx context.Context, t Target, err error, notFou
 			return newError(http.StatusTooManyRequests, CodeTooManyRequests, "upstream %s is rate limiting", t.Registry)
 		}
 	}
-	reason := "unavailable"
+	return newError(http.StatusBadGateway, CodeUnavailable, "upstream %s failed: %s", t.Registry, failureReason(err))
+}
+
+func failureReason(err error) string {
 	switch {
-	case errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, fetch.ErrVerify):
-		reason = "digest_mismatch"
-		h.m.VerifyFailures.Inc()
+	case errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, fetch.ErrVerify), errors.Is(err, store.ErrDigestMismatch):
+		return "digest_mismatch"
 	case errors.Is(err, upstream.ErrTooLarge):
-		reason = "too_large"
+		return "too_large"
+	}
+	return "unavailable"
+}
+
+// countFailure records one failed upstream call: counted and logged, unless
+// it was a definite answer (404, 401, 403), which is no failure of the upstream.
+func (h *Handler) countFailure(ctx context.Context, t Target, err error) {
+	var se *upstream.StatusError
+	if errors.As(err, &se) && se.Status < 500 && se.Status != http.StatusTooManyRequests {
+		return
+	}
+	reason := failureReason(err)
+	if reason == "digest_mismatch" {
+		h.m.VerifyFailures.Inc()
 	}
 	h.m.UpstreamErrors.WithLabelValues(t.Registry, reason).Inc()
 	h.log.LogAttrs(ctx, slog.LevelWarn, "upstream failed", slog.String("upstream", t.Registry),
 		slog.String("repo", t.Repository), slog.String("error", err.Error()))
-	return newError(http.StatusBadGateway, CodeUnavailable, "upstream %s failed: %s", t.Registry, reason)
 }
 
 // recorder notes the status and bytes written, for metrics and logs.

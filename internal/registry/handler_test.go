@@ -237,3 +237,31 @@ func TestCorruptUpstreamBlob(t *testing.T) {
 		t.Errorf("verify failures %v", v)
 	}
 }
+
+// TestFailedFillCountedOnce: clients waiting on one failed fill make one
+// upstream error, not one per client.
+func TestFailedFillCountedOnce(t *testing.T) {
+	up := newCountingUpstream(t)
+	dg := up.pushBlob(t, "test/x", randomBytes(1000, 3))
+	up.failBlobs = true
+	s := newStack(t, up, time.Minute)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, _ := s.do(t, "GET", "/v2/test/x/blobs/"+dg.String()+"?ns=registry.test:5000"); resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("status %d, want 502", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	s.fetcher.Wait()
+	total := testutil.ToFloat64(s.metrics.UpstreamErrors.WithLabelValues("registry.test:5000", "fetch")) +
+		testutil.ToFloat64(s.metrics.UpstreamErrors.WithLabelValues("registry.test:5000", "unavailable"))
+	// Each fill makes two attempts (upstream_retries 1 in the stack): one error per fill.
+	fills := float64(up.count("GET", "/v2/test/x/blobs/"+dg.String())) / 2
+	if total != fills {
+		t.Errorf("upstream errors counted %v for %v fills", total, fills)
+	}
+}

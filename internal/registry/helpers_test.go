@@ -34,6 +34,8 @@ type countingUpstream struct {
 	down  bool
 	// corrupt flips the last byte of every blob body served.
 	corrupt bool
+	// failBlobs answers blob GETs with 503.
+	failBlobs bool
 }
 
 func newCountingUpstream(t testing.TB) *countingUpstream {
@@ -53,8 +55,12 @@ func newCountingUpstream(t testing.TB) *countingUpstream {
 			delay()
 		}
 		u.mu.Lock()
-		corrupt := u.corrupt
+		corrupt, failBlobs := u.corrupt, u.failBlobs
 		u.mu.Unlock()
+		if failBlobs && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
 		if corrupt && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			rec := httptest.NewRecorder()
 			reg.ServeHTTP(rec, r)

@@ -68,6 +68,7 @@ func (h *Handler) fetchManifest(ctx context.Context, req *request, ref, accept s
 		defer cancel()
 		body, d, err := req.client.GetManifest(fctx, req.target.Repository, ref, accept)
 		if err != nil {
+			h.countFailure(ctx, req.target, err)
 			return nil, err
 		}
 		info := store.Info{Digest: d.Digest, MediaType: manifestMediaType(d.MediaType, body), Repository: req.target.String()}
@@ -78,7 +79,7 @@ func (h *Handler) fetchManifest(ctx context.Context, req *request, ref, accept s
 		return manifest{body, info}, nil
 	})
 	if err != nil {
-		return manifest{}, h.upstreamError(ctx, req.target, err, CodeManifestUnknown)
+		return manifest{}, upstreamError(req.target, err, CodeManifestUnknown)
 	}
 	return v.(manifest), nil
 }
@@ -111,7 +112,7 @@ func (h *Handler) manifestByTag(ctx context.Context, req *request, tag, accept s
 		}
 	}
 	if errors.As(err, &rerr) {
-		return manifest{}, h.upstreamError(ctx, t, rerr.err, CodeManifestUnknown)
+		return manifest{}, upstreamError(t, rerr.err, CodeManifestUnknown)
 	}
 	return manifest{}, err
 }
@@ -131,6 +132,7 @@ func (h *Handler) resolveTag(ctx context.Context, req *request, tag, accept stri
 		defer cancel()
 		d, err := req.client.HeadManifest(fctx, t.Repository, tag, accept)
 		if err != nil {
+			h.countFailure(ctx, t, err)
 			return nil, &resolveError{err}
 		}
 		var body []byte
@@ -148,6 +150,7 @@ func (h *Handler) resolveTag(ctx context.Context, req *request, tag, accept stri
 			h.m.Cache.WithLabelValues("manifest", "miss").Inc()
 			b, gd, gerr := req.client.GetManifest(fctx, t.Repository, ref, accept)
 			if gerr != nil {
+				h.countFailure(ctx, t, gerr)
 				return nil, &resolveError{gerr}
 			}
 			info = store.Info{Digest: gd.Digest, MediaType: manifestMediaType(gd.MediaType, b), Repository: t.String()}

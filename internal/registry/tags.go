@@ -30,7 +30,8 @@ func (h *Handler) serveTags(w http.ResponseWriter, r *http.Request, req *request
 	}
 	resp, err := req.client.Tags(r.Context(), req.target.Repository, strings.Join(pass, "&"))
 	if err != nil {
-		return h.upstreamError(r.Context(), req.target, err, CodeNameUnknown)
+		h.countFailure(r.Context(), req.target, err)
+		return upstreamError(req.target, err, CodeNameUnknown)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTagsBody+1))
