@@ -44,10 +44,40 @@ type Config struct {
 	MaxHeaderBytes Size `yaml:"max_header_bytes"`
 	// MaxConnections caps concurrent client connections (0: unbounded).
 	MaxConnections int `yaml:"max_connections"`
+	// MaxManifestBytes caps a manifest read from upstream or served from the
+	// store; larger manifests are refused.
+	MaxManifestBytes Size `yaml:"max_manifest_bytes"`
+	// MetricsListen, if set, is a second listener serving /metrics only (in
+	// Kubernetes the node IP), so Prometheus can scrape while the mirror
+	// stays on loopback.
+	MetricsListen string `yaml:"metrics_listen"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
 	// Admin configures the JSON-RPC control socket.
 	Admin Admin `yaml:"admin"`
+	// Cluster configures peer-to-peer fetching between nodes (off unless
+	// cluster.peer_bind is set).
+	Cluster Cluster `yaml:"cluster"`
+}
+
+// Cluster configures membership and the peer API.
+type Cluster struct {
+	// PeerBind is the gossip (memberlist) HOST:PORT; empty turns the cluster off.
+	PeerBind string `yaml:"peer_bind"`
+	// PeerJoin is a comma-separated list of HOST:PORT (or a DNS name resolving
+	// to several addresses) to join, re-resolved periodically.
+	PeerJoin string `yaml:"peer_join"`
+	// AdvertiseURL is where peers reach this node's peer API.
+	AdvertiseURL string `yaml:"advertise_url"`
+	// PeerListen, if set, is a listener serving the peer API only.
+	PeerListen string `yaml:"peer_listen"`
+	// Name is the cluster name (memberlist label): clusters with different
+	// names never merge.
+	Name string `yaml:"name"`
+	// Secret keys gossip encryption and peer request tokens.
+	Secret string `yaml:"secret"`
+	// ExtraSecrets (comma-separated) are also accepted, for rotation.
+	ExtraSecrets string `yaml:"extra_secrets"`
 }
 
 // Upstream is one registry endpoint.
@@ -103,21 +133,23 @@ func Default() Config {
 		ups[name] = Upstream{URL: u}
 	}
 	return Config{
-		Listen:          ":5000",
-		DataDir:         "/var/lib/berth",
-		DefaultUpstream: "docker.io",
-		Upstreams:       ups,
-		MaxDisk:         20 << 30,
-		TagTTL:          Duration(60 * time.Second),
-		MaxFetches:      32,
-		FetchTimeout:    Duration(30 * time.Minute),
-		UpstreamTimeout: Duration(30 * time.Second),
-		UpstreamRetries: 3,
-		ShutdownTimeout: Duration(30 * time.Second),
-		MaxHeaderBytes:  64 << 10,
-		MaxConnections:  1024,
-		Log:             Log{Level: "info", Format: "auto"},
-		Admin:           Admin{Socket: "/run/berth/admin.sock", MaxMessageBytes: 16 << 20},
+		Listen:           ":5000",
+		DataDir:          "/var/lib/berth",
+		DefaultUpstream:  "docker.io",
+		Upstreams:        ups,
+		MaxDisk:          20 << 30,
+		TagTTL:           Duration(60 * time.Second),
+		MaxFetches:       32,
+		FetchTimeout:     Duration(30 * time.Minute),
+		UpstreamTimeout:  Duration(30 * time.Second),
+		UpstreamRetries:  3,
+		ShutdownTimeout:  Duration(30 * time.Second),
+		MaxHeaderBytes:   64 << 10,
+		MaxConnections:   1024,
+		MaxManifestBytes: 4 << 20,
+		Cluster:          Cluster{Name: "berth"},
+		Log:              Log{Level: "info", Format: "auto"},
+		Admin:            Admin{Socket: "/run/berth/admin.sock", MaxMessageBytes: 16 << 20},
 	}
 }
 
@@ -188,6 +220,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 4<<10 || c.MaxHeaderBytes > 1<<20 {
 		return &Error{Key: "max_header_bytes", Value: c.MaxHeaderBytes.String(), Expected: "a size from 4Ki to 1Mi"}
+	}
+	if c.MaxManifestBytes < 4<<10 || c.MaxManifestBytes > 64<<20 {
+		return &Error{Key: "max_manifest_bytes", Value: c.MaxManifestBytes.String(), Expected: "a size from 4Ki to 64Mi"}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
