@@ -58,6 +58,18 @@ type Config struct {
 	// Cluster configures peer-to-peer fetching between nodes (off unless
 	// cluster.peer_bind is set).
 	Cluster Cluster `yaml:"cluster"`
+
+	// Private content (private.go, docs/private-images.md).
+
+	// AuthTTL is how long the upstream's acceptance of a client's
+	// credentials for a private repository is trusted.
+	AuthTTL Duration `yaml:"auth_ttl"`
+	// AuthGrace is how much longer an acceptance stays valid while the
+	// upstream cannot be reached.
+	AuthGrace Duration `yaml:"auth_grace"`
+	// PrivateContent says who reads private content fetched with a node
+	// credential: client (each client proves access itself) or node.
+	PrivateContent string `yaml:"private_content"`
 }
 
 // Cluster configures membership and the peer API.
@@ -88,6 +100,9 @@ type Upstream struct {
 	// when the registry asks. Never logged.
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
+	// PasswordFile, if set, holds the password (e.g. a mounted Kubernetes
+	// Secret); read at start-up and on config.reload.
+	PasswordFile string `yaml:"password_file"`
 }
 
 // Log configures the logger.
@@ -150,6 +165,9 @@ func Default() Config {
 		Cluster:          Cluster{Name: "berth"},
 		Log:              Log{Level: "info", Format: "auto"},
 		Admin:            Admin{Socket: "/run/berth/admin.sock", MaxMessageBytes: 16 << 20},
+		AuthTTL:          Duration(DefaultAuthTTL),
+		AuthGrace:        Duration(DefaultAuthGrace),
+		PrivateContent:   PrivateContentClient,
 	}
 }
 
@@ -237,7 +255,7 @@ func (c *Config) Validate() error {
 	if c.Admin.MaxMessageBytes < 1<<10 || c.Admin.MaxMessageBytes > 1<<30 {
 		return &Error{Key: "admin.max_message_bytes", Value: c.Admin.MaxMessageBytes.String(), Expected: "a size from 1Ki to 1Gi"}
 	}
-	return nil
+	return c.validatePrivate()
 }
 
 func validateURL(s string) error {

@@ -37,6 +37,9 @@ func Load(path string, getenv func(string) (string, bool)) (Config, error) {
 	if err := applyEnv(&c, getenv); err != nil {
 		return c, err
 	}
+	if err := applyUpstreamSecrets(&c, getenv); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -248,8 +251,10 @@ func applyUpstreams(c *Config, n *yaml.Node) error {
 				u.Username = val
 			case "password":
 				u.Password = val
+			case "password_file":
+				u.PasswordFile = val
 			default:
-				return &Error{Key: key + "." + k, Value: val, Expected: "one of url, username, password", Where: fmt.Sprintf("line %d", v.Content[j].Line)}
+				return &Error{Key: key + "." + k, Value: val, Expected: "one of url, username, password, password_file", Where: fmt.Sprintf("line %d", v.Content[j].Line)}
 			}
 		}
 		c.Upstreams[name] = u

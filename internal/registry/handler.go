@@ -48,6 +48,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Auth decides who may read private repositories and content (default:
+	// NewAuth with its defaults, marks kept in Store). Pass the same Auth to
+	// every handler built for one server, so decisions outlive a reload.
+	Auth *Auth
 }
 
 // Handler serves /v2/.
@@ -74,6 +78,9 @@ func New(opts Options) *Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Auth == nil {
+		opts.Auth = NewAuth(AuthOptions{Marks: opts.Store, Logger: opts.Logger})
+	}
 	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics}
 	h.router = Router{
 		Known:   func(n string) bool { _, ok := opts.Upstreams.Lookup(n); return ok },
@@ -87,6 +94,9 @@ type request struct {
 	path   Path
 	target Target
 	client *upstream.Client
+	// private: the repository needs credentials; client carries the
+	// client's own (auth.go).
+	private bool
 }
 
 // ServeHTTP implements the pull API.
@@ -123,12 +133,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req := &request{path: p, target: t, client: c}
 		switch p.Kind {
 		case KindManifest:
-			return h.serveManifest(rec, r, req)
+			return h.authorized(rec, r, req, h.serveManifest)
 		case KindBlob:
 			attrs = append(attrs, slog.String("digest", p.Reference))
-			return h.serveBlob(rec, r, req)
+			return h.authorized(rec, r, req, h.serveBlob)
 		case KindTags:
-			return h.serveTags(rec, r, req)
+			return h.authorized(rec, r, req, h.serveTags)
 		default:
 			return newError(http.StatusNotFound, CodeUnsupported, "the referrers API is not served by this mirror")
 		}
@@ -166,6 +176,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
 func (h *Handler) serveBase(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+	// Not a challenge (the status stays 200, public pulls need nothing): it
+	// tells clients that only honour challenges seen at the ping
+	// (containers/image: skopeo, podman) to send their credentials for
+	// berth, which private repositories need (auth.go).
+	w.Header().Set("Www-Authenticate", berthChallenge)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", "2")
 	w.WriteHeader(http.StatusOK)

@@ -72,7 +72,7 @@ func (h *Handler) fetchManifest(ctx context.Context, req *request, ref, accept s
 			return nil, err
 		}
 		info := store.Info{Digest: d.Digest, MediaType: manifestMediaType(d.MediaType, body), Repository: req.target.String()}
-		if err := h.opts.Store.PutManifest(body, info); err != nil {
+		if err := h.putManifest(req, body, info); err != nil {
 			return nil, err
 		}
 		info.Size = int64(len(body))
@@ -154,7 +154,7 @@ func (h *Handler) resolveTag(ctx context.Context, req *request, tag, accept stri
 				return nil, &resolveError{gerr}
 			}
 			info = store.Info{Digest: gd.Digest, MediaType: manifestMediaType(gd.MediaType, b), Repository: t.String()}
-			if err := h.opts.Store.PutManifest(b, info); err != nil {
+			if err := h.putManifest(req, b, info); err != nil {
 				return nil, err
 			}
 			info.Size = int64(len(b))

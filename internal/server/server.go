@@ -72,8 +72,10 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		Observer:   metrics.FillObserver{M: m},
 	})
 	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now()}
+	auth := newAuth(cfg, st, m, log)
 	s.live.build = func(cfg config.Config) http.Handler {
 		return registry.New(registry.Options{
+			Auth:            auth,
 			Store:           st,
 			Fetcher:         fc,
 			Upstreams:       ups,

@@ -1,0 +1,239 @@
+package registry
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/berth-mirror/berth/internal/store"
+	"github.com/berth-mirror/berth/internal/upstream"
+)
+
+// Who may read private content fetched with a node (configured) credential.
+const (
+	// PrivateClient: every client proves access with its own credentials,
+	// even where the node's credential would be accepted (the default).
+	PrivateClient = "client"
+	// PrivateNode: any client on the node reads what the node credential
+	// fetched, as before private content existed.
+	PrivateNode = "node"
+)
+
+// PrivateMarks keeps which repositories are private and which content was
+// first fetched for one, across restarts. *store.Store implements it. The
+// marks hold names and digests, never credentials.
+type PrivateMarks interface {
+	// MarkPrivateRepo records registry/repo as private.
+	MarkPrivateRepo(target string) error
+	// PrivateRepos lists the repositories marked private.
+	PrivateRepos() ([]string, error)
+	// MarkPrivateObject records dg as first fetched for the private
+	// repository origin; an existing mark is kept.
+	MarkPrivateObject(dg digest.Digest, origin string) error
+	// PrivateObject returns dg's origin, or an error satisfying
+	// store.IsNotFound when dg is not private.
+	PrivateObject(dg digest.Digest) (string, error)
+}
+
+// AuthOptions configure an Auth. The zero value is usable: decisions for 5
+// minutes, a 15-minute grace when the upstream is down, mode client, marks
+// kept in memory only.
+type AuthOptions struct {
+	// TTL is how long the upstream's acceptance of a client's credentials
+	// for a repository is trusted (auth_ttl).
+	TTL time.Duration
+	// Grace is how much longer an acceptance stays valid while the upstream
+	// cannot be reached (auth_grace; 0: the default, negative: none).
+	Grace time.Duration
+	// Mode is PrivateClient or PrivateNode (private_content).
+	Mode string
+	// Marks persists private marks (nil: in memory only).
+	Marks PrivateMarks
+	// Registerer, if set, receives the auth metrics.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Auth is the authorization state that outlives a registry handler (a
+// configuration reload builds a new handler with the same Auth): which
+// repositories are private, the decisions made for clients' credentials and
+// the upstream clients that carry those credentials. Safe for concurrent use.
+type Auth struct {
+	opts AuthOptions
+	log  *slog.Logger
+	keys *keyer
+	// decisions maps a keyed hash of (credentials, registry, repository
+	// [, digest]) to whether the upstream accepted them.
+	decisions *ttlCache[bool]
+	// public remembers repositories an anonymous probe found public (mode
+	// client with a node credential only).
+	public *ttlCache[struct{}]
+	// clients holds upstream clients authenticating with a client's
+	// credentials (or anonymously), keyed by a keyed hash of them.
+	clients *ttlCache[credClient]
+
+	mu      sync.RWMutex
+	private map[string]bool // registry/repo
+
+	checks   *prometheus.CounterVec // result: found, absent, denied, unavailable
+	outcomes *prometheus.CounterVec // outcome: allowed, cached, grace, challenged, refused
+}
+
+type credClient struct {
+	base, c *upstream.Client
+}
+
+const (
+	defaultAuthTTL   = 5 * time.Minute
+	defaultAuthGrace = 15 * time.Minute
+	// denyTTL caps how long a refusal is remembered: a client whose access
+	// was just granted should not wait auth_ttl.
+	denyTTL      = 30 * time.Second
+	maxDecisions = 1 << 16
+	maxClients   = 1 << 10
+	// clientTTL bounds how long an upstream client holding a client's
+	// credentials is kept after it was created.
+	clientTTL = 15 * time.Minute
+)
+
+// NewAuth returns an Auth, loading the private repositories from opts.Marks.
+func NewAuth(opts AuthOptions) *Auth {
+	if opts.TTL <= 0 {
+		opts.TTL = defaultAuthTTL
+	}
+	if opts.Grace < 0 {
+		opts.Grace = 0
+	} else if opts.Grace == 0 {
+		opts.Grace = defaultAuthGrace
+	}
+	if opts.Mode != PrivateNode {
+		opts.Mode = PrivateClient
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	a := &Auth{
+		opts:      opts,
+		log:       opts.Logger,
+		keys:      newKeyer(),
+		decisions: newTTLCache[bool](maxDecisions, opts.TTL+opts.Grace),
+		public:    newTTLCache[struct{}](maxDecisions, opts.TTL),
+		clients:   newTTLCache[credClient](maxClients, clientTTL),
+		private:   map[string]bool{},
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_auth_upstream_checks_total",
+			Help: "Upstream requests made to check a client's access to private content, by result.",
+		}, []string{"result"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_auth_requests_total",
+			Help: "Requests for private repositories or content, by outcome.",
+		}, []string{"outcome"}),
+	}
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(a.checks, a.outcomes)
+	}
+	if opts.Marks != nil {
+		repos, err := opts.Marks.PrivateRepos()
+		if err != nil {
+			a.log.Warn("reading private repositories", "error", err)
+		}
+		for _, r := range repos {
+			a.private[r] = true
+		}
+	}
+	return a
+}
+
+// isPrivate reports whether t is known to refuse anonymous access.
+func (a *Auth) isPrivate(t Target) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.private[t.String()]
+}
+
+// markPrivate records t as private, in memory and in the marks.
+func (a *Auth) markPrivate(t Target) {
+	a.mu.Lock()
+	known := a.private[t.String()]
+	a.private[t.String()] = true
+	a.mu.Unlock()
+	if known {
+		return
+	}
+	a.log.Info("repository is private: clients must present their credentials",
+		slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
+	if a.opts.Marks != nil {
+		if err := a.opts.Marks.MarkPrivateRepo(t.String()); err != nil {
+			a.log.Warn("recording private repository", "upstream", t.Registry, "repo", t.Repository, "error", err)
+		}
+	}
+}
+
+// privateOrigin returns the repository dg was first fetched for when it is
+// private content, else "".
+func (a *Auth) privateOrigin(dg digest.Digest) (string, error) {
+	if a.opts.Marks == nil {
+		return "", nil
+	}
+	origin, err := a.opts.Marks.PrivateObject(dg)
+	if store.IsNotFound(err) {
+		return "", nil
+	}
+	return origin, err
+}
+
+// markObject records dg as private content first fetched for t.
+func (a *Auth) markObject(t Target, dg digest.Digest) error {
+	if a.opts.Marks == nil {
+		return nil
+	}
+	return a.opts.Marks.MarkPrivateObject(dg, t.String())
+}
+
+// anonymousProbe reports whether privacy must be found by an anonymous
+// request: the base client carries a node credential the upstream may
+// accept where an anonymous client would be refused, and that credential
+// must not open private content to every client.
+func (a *Auth) anonymousProbe(base *upstream.Client) bool {
+	return a.opts.Mode == PrivateClient && base.HasCredentials()
+}
+
+// probeClient is the client that decides whether content is public: the
+// configured client, or an anonymous one when anonymousProbe.
+func (a *Auth) probeClient(base *upstream.Client) (*upstream.Client, error) {
+	if !a.anonymousProbe(base) {
+		return base, nil
+	}
+	return a.clientFor(base, Credentials{})
+}
+
+// clientFor returns an upstream client for base's registry that
+// authenticates with creds (anonymously when empty), reusing one made
+// earlier so that its token and connections are reused too.
+func (a *Auth) clientFor(base *upstream.Client, creds Credentials) (*upstream.Client, error) {
+	k := a.keys.sum("client", base.Name(), base.URL(), creds.Username, creds.Password)
+	now := a.opts.Now()
+	if cc, at, ok := a.clients.get(k); ok && cc.base == base && now.Sub(at) < clientTTL {
+		return cc.c, nil
+	}
+	auth := authn.Anonymous
+	if !creds.Empty() {
+		auth = authn.FromConfig(authn.AuthConfig{Username: creds.Username, Password: creds.Password})
+	}
+	c, err := base.WithAuthenticator(auth)
+	if err != nil {
+		return nil, errors.New("building an upstream client for the client's credentials failed")
+	}
+	a.clients.put(k, credClient{base: base, c: c}, now)
+	return c, nil
+}

@@ -1,0 +1,183 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-mirror/berth/internal/store"
+)
+
+// serveFunc is one of the handlers behind the gate.
+type serveFunc func(http.ResponseWriter, *http.Request, *request) error
+
+// berthChallenge is the only challenge berth sends: Basic, to itself. A
+// Bearer realm would send the client's password to wherever it names.
+const berthChallenge = `Basic realm="berth"`
+
+// challenge is the 401 that makes a client (containerd, crane, skopeo) send
+// its credentials for this registry to berth.
+func challenge(format string, args ...any) *Error {
+	e := newError(http.StatusUnauthorized, CodeUnauthorized, format, args...)
+	e.Header = http.Header{"Www-Authenticate": {berthChallenge}}
+	return e
+}
+
+// authorized runs serve once the client may see what req asks for
+// (DESIGN.md "Private content"). Public repositories are served as before,
+// without a challenge; a repository whose upstream refuses the anonymous (or,
+// with private_content: node, the node's) request becomes private, and from
+// then on every client proves access with its own credentials before a byte
+// of its content, cached or not, is sent. The checks run before serve, so
+// joining a fill in flight never bypasses them.
+func (h *Handler) authorized(w *recorder, r *http.Request, req *request, serve serveFunc) error {
+	a := h.opts.Auth
+	creds, err := ParseAuthorization(r.Header)
+	if err != nil {
+		a.outcomes.WithLabelValues("challenged").Inc()
+		return challenge("%s", err.Error())
+	}
+	private, err := h.classify(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	if private {
+		return h.servePrivate(w, r, req, creds, serve)
+	}
+	if err := h.checkShared(r.Context(), req); err != nil {
+		if !refusedUpstream(err) {
+			return err
+		}
+	} else if err = serve(w, r, req); !refusedUpstream(err) || w.wrote {
+		return err
+	}
+	// The upstream refused the anonymous (or node) request: private.
+	a.markPrivate(req.target)
+	if creds.Empty() {
+		a.outcomes.WithLabelValues("challenged").Inc()
+		return challenge("%s requires credentials", req.target)
+	}
+	return h.servePrivate(w, r, req, creds, serve)
+}
+
+// refusedUpstream reports whether err is the upstream's 401 or 403 as
+// upstreamError maps it (nothing else in the handlers answers these).
+func refusedUpstream(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return (e.Status == http.StatusUnauthorized && e.Code == CodeUnauthorized) ||
+		(e.Status == http.StatusForbidden && e.Code == CodeDenied)
+}
+
+// classify reports whether req.target is private. Without a node credential
+// (or with private_content: node) the request itself finds out; with one in
+// mode client an anonymous HEAD of what is asked decides, remembered for
+// auth_ttl, because the node's credential would open private content to all.
+func (h *Handler) classify(ctx context.Context, req *request) (bool, error) {
+	a := h.opts.Auth
+	if a.isPrivate(req.target) {
+		return true, nil
+	}
+	if !a.anonymousProbe(req.client) || req.path.Kind == KindTags {
+		return false, nil
+	}
+	k := a.keys.sum("public", req.target.Registry, req.target.Repository)
+	if _, at, ok := a.public.get(k); ok && a.opts.Now().Sub(at) < a.opts.TTL {
+		return false, nil
+	}
+	anon, err := a.probeClient(req.client)
+	if err != nil {
+		return false, err
+	}
+	res, err := h.headObject(ctx, anon, req)
+	switch res {
+	case checkFound, checkAbsent:
+		a.public.put(k, struct{}{}, a.opts.Now())
+		return false, nil
+	case checkDenied:
+		a.markPrivate(req.target)
+		return true, nil
+	}
+	// Unknown: fetching with the node credential could expose a private
+	// repository's content, so fail as for any upstream failure.
+	return false, upstreamError(req.target, err, notFoundCode(req))
+}
+
+// servePrivate serves a private repository's request with the client's own
+// credentials, once the upstream has accepted them (or did within auth_ttl).
+func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds Credentials, serve serveFunc) error {
+	a := h.opts.Auth
+	if creds.Empty() {
+		a.outcomes.WithLabelValues("challenged").Inc()
+		return challenge("%s requires credentials", req.target)
+	}
+	cc, err := a.clientFor(req.client, creds)
+	if err != nil {
+		return err
+	}
+	req.client, req.private = cc, true
+	if req.path.Kind != KindTags {
+		if err := h.verify(r.Context(), req, creds); err != nil {
+			return err
+		}
+		if err := h.markIfMissing(req); err != nil {
+			return err
+		}
+	}
+	err = serve(w, r, req)
+	if refusedUpstream(err) && !w.wrote {
+		// Revoked within auth_ttl: forget the decision, ask again.
+		a.decisions.remove(a.keys.sum("repo", creds.Username, creds.Password, req.target.Registry, req.target.Repository))
+		a.outcomes.WithLabelValues("refused").Inc()
+		return challenge("upstream %s refused these credentials for %s", req.target.Registry, req.target.Repository)
+	}
+	return err
+}
+
+// markIfMissing marks content asked for by digest through a private
+// repository before it is fetched, so that no other route can serve it
+// unchecked from the moment it lands in the store (manifests found by tag
+// are marked where they are stored: putManifest).
+func (h *Handler) markIfMissing(req *request) error {
+	dg := requestDigest(req)
+	if dg == "" {
+		return nil
+	}
+	if _, err := h.opts.Store.Stat(dg); err == nil || !store.IsNotFound(err) {
+		return nil
+	}
+	return h.opts.Auth.markObject(req.target, dg)
+}
+
+// requestDigest is the digest a request names (blob, or manifest by
+// digest), or "".
+func requestDigest(req *request) digest.Digest {
+	byDigest := req.path.Kind == KindBlob || (req.path.Kind == KindManifest && IsDigest(req.path.Reference))
+	if !byDigest {
+		return ""
+	}
+	return digest.Digest(req.path.Reference)
+}
+
+func notFoundCode(req *request) string {
+	if req.path.Kind == KindBlob {
+		return CodeBlobUnknown
+	}
+	return CodeManifestUnknown
+}
+
+// putManifest stores a manifest fetched for req; for a private repository
+// the digest is marked private first, so the manifest is never in the store
+// unmarked.
+func (h *Handler) putManifest(req *request, body []byte, info store.Info) error {
+	if req.private {
+		if err := h.opts.Auth.markObject(req.target, info.Digest); err != nil {
+			return err
+		}
+	}
+	return h.opts.Store.PutManifest(body, info)
+}

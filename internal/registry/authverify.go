@@ -1,0 +1,181 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-mirror/berth/internal/upstream"
+)
+
+// checkResult is what an upstream HEAD said about a client's access.
+type checkResult int
+
+const (
+	checkUnavailable checkResult = iota // no answer: unreachable, 5xx, 429
+	checkFound                          // 2xx: access, and the object is there
+	checkAbsent                         // 404: access to the repository, no such object
+	checkDenied                         // 401/403: no access
+)
+
+var checkNames = [...]string{"unavailable", "found", "absent", "denied"}
+
+// headObject asks the upstream, with c's credentials, for exactly what req
+// names (manifest by tag or digest, or blob): a HEAD, no body. Counted, so
+// tests and operators see how many upstream requests the checks cost.
+func (h *Handler) headObject(ctx context.Context, c *upstream.Client, req *request) (checkResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.UpstreamTimeout)
+	defer cancel()
+	var err error
+	if req.path.Kind == KindBlob {
+		_, err = c.HeadBlob(ctx, req.target.Repository, digest.Digest(req.path.Reference))
+	} else {
+		_, err = c.HeadManifest(ctx, req.target.Repository, req.path.Reference, "")
+	}
+	res := classifyCheck(err)
+	h.opts.Auth.checks.WithLabelValues(checkNames[res]).Inc()
+	h.log.LogAttrs(ctx, slog.LevelDebug, "access check upstream", slog.String("upstream", req.target.Registry),
+		slog.String("repo", req.target.Repository), slog.String("ref", req.path.Reference), slog.String("result", checkNames[res]))
+	if res == checkUnavailable {
+		h.countFailure(ctx, req.target, err)
+	}
+	return res, err
+}
+
+func classifyCheck(err error) checkResult {
+	if err == nil {
+		return checkFound
+	}
+	var se *upstream.StatusError
+	if errors.As(err, &se) {
+		switch se.Status {
+		case http.StatusNotFound:
+			return checkAbsent
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return checkDenied
+		}
+	}
+	return checkUnavailable
+}
+
+// verify lets a request for a private repository through once the upstream
+// accepted creds for it within auth_ttl; otherwise it asks (a HEAD of what is
+// requested, with creds). While the upstream cannot answer, an acceptance
+// younger than auth_ttl + auth_grace still counts.
+func (h *Handler) verify(ctx context.Context, req *request, creds Credentials) error {
+	a := h.opts.Auth
+	t := req.target
+	rk := a.keys.sum("repo", creds.Username, creds.Password, t.Registry, t.Repository)
+	allowed, at, known := a.decisions.get(rk)
+	age := a.opts.Now().Sub(at)
+	switch {
+	case known && allowed && age < a.opts.TTL:
+		a.outcomes.WithLabelValues("cached").Inc()
+		return h.confirmObject(ctx, req, creds)
+	case known && !allowed && age < min(denyTTL, a.opts.TTL):
+		a.outcomes.WithLabelValues("challenged").Inc()
+		return challenge("upstream %s refused these credentials for %s", t.Registry, t.Repository)
+	}
+	res, err := h.headObject(ctx, req.client, req)
+	now := a.opts.Now()
+	switch res {
+	case checkFound, checkAbsent:
+		a.decisions.put(rk, true, now)
+		if dg := requestDigest(req); res == checkFound && dg != "" {
+			a.decisions.put(objectKey(a, creds, t, dg), true, now)
+		}
+		a.outcomes.WithLabelValues("allowed").Inc()
+		return h.confirmObject(ctx, req, creds)
+	case checkDenied:
+		a.decisions.put(rk, false, now)
+		a.outcomes.WithLabelValues("challenged").Inc()
+		return challenge("upstream %s refused these credentials for %s", t.Registry, t.Repository)
+	}
+	if known && allowed && age < a.opts.TTL+a.opts.Grace {
+		a.outcomes.WithLabelValues("grace").Inc()
+		h.log.LogAttrs(ctx, slog.LevelWarn, "upstream unavailable: using an earlier access decision",
+			slog.String("upstream", t.Registry), slog.String("repo", t.Repository), slog.Duration("age", age))
+		return h.confirmObject(ctx, req, creds)
+	}
+	return upstreamError(t, err, notFoundCode(req))
+}
+
+func objectKey(a *Auth, creds Credentials, t Target, dg digest.Digest) cacheKey {
+	return a.keys.sum("object", creds.Username, creds.Password, t.Registry, t.Repository, dg.String())
+}
+
+// confirmObject guards content addressing: private content (first fetched
+// for a private repository) asked for through another repository is served
+// only once that repository's upstream confirmed it holds it for this client.
+func (h *Handler) confirmObject(ctx context.Context, req *request, creds Credentials) error {
+	dg := requestDigest(req)
+	if dg == "" {
+		return nil
+	}
+	origin, err := h.opts.Auth.privateOrigin(dg)
+	if err != nil {
+		return err
+	}
+	if origin == "" || origin == req.target.String() {
+		return nil
+	}
+	return h.confirm(ctx, req, creds, dg, req.client)
+}
+
+// checkShared is confirmObject for a repository not known to be private:
+// private content is served through it only if its upstream confirms, to
+// the probe client, that it holds the content. A refusal returns an error
+// refusedUpstream recognises, which makes the repository private.
+func (h *Handler) checkShared(ctx context.Context, req *request) error {
+	dg := requestDigest(req)
+	if dg == "" {
+		return nil
+	}
+	a := h.opts.Auth
+	origin, err := a.privateOrigin(dg)
+	if err != nil || origin == "" {
+		return err
+	}
+	if origin == req.target.String() {
+		// Fetched for this repository while it was private: it still is.
+		return newError(http.StatusUnauthorized, CodeUnauthorized, "%s is private", req.target)
+	}
+	probe, err := a.probeClient(req.client)
+	if err != nil {
+		return err
+	}
+	return h.confirm(ctx, req, Credentials{}, dg, probe)
+}
+
+// confirm asks (or remembers) whether req.target holds dg for creds.
+func (h *Handler) confirm(ctx context.Context, req *request, creds Credentials, dg digest.Digest, c *upstream.Client) error {
+	a := h.opts.Auth
+	k := objectKey(a, creds, req.target, dg)
+	ok, at, known := a.decisions.get(k)
+	age := a.opts.Now().Sub(at)
+	if known && ok && age < a.opts.TTL {
+		return nil
+	}
+	res, err := h.headObject(ctx, c, req)
+	switch res {
+	case checkFound:
+		a.decisions.put(k, true, a.opts.Now())
+		return nil
+	case checkAbsent:
+		return upstreamError(req.target, err, notFoundCode(req))
+	case checkDenied:
+		if creds.Empty() {
+			return newError(http.StatusUnauthorized, CodeUnauthorized, "%s is private", req.target)
+		}
+		a.outcomes.WithLabelValues("challenged").Inc()
+		return challenge("upstream %s refused these credentials for %s", req.target.Registry, req.target.Repository)
+	}
+	if known && ok && age < a.opts.TTL+a.opts.Grace {
+		a.outcomes.WithLabelValues("grace").Inc()
+		return nil
+	}
+	return upstreamError(req.target, err, notFoundCode(req))
+}
