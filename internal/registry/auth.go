@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +29,8 @@ const (
 // first fetched for one, across restarts. *store.Store implements it. The
 // marks hold names and digests, never credentials.
 type PrivateMarks interface {
-	// MarkPrivateRepo records registry/repo as private.
+	// MarkPrivateRepo records a repository (its endpoint URL and name) as
+	// private.
 	MarkPrivateRepo(target string) error
 	// PrivateRepos lists the repositories marked private.
 	PrivateRepos() ([]string, error)
@@ -154,18 +156,27 @@ func NewAuth(opts AuthOptions) *Auth {
 	return a
 }
 
-// isPrivate reports whether t is known to refuse anonymous access.
-func (a *Auth) isPrivate(t Target) bool {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.private[t.String()]
+// repoID names the repository a request is for by the upstream endpoint
+// it reaches, not by the registry name the client used: two names mapped to
+// one endpoint (registry.test and registry.test:5000, or a ?ns= alias) are one
+// repository for privacy, decisions and private marks.
+func repoID(req *request) string {
+	return strings.TrimSuffix(req.client.URL(), "/") + "/" + req.target.Repository
 }
 
-// markPrivate records t as private, in memory and in the marks.
-func (a *Auth) markPrivate(t Target) {
+// isPrivate reports whether repository id is known to refuse anonymous access.
+func (a *Auth) isPrivate(id string) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.private[id]
+}
+
+// markPrivate records repository id (t as the client named it) as private,
+// in memory and in the marks.
+func (a *Auth) markPrivate(id string, t Target) {
 	a.mu.Lock()
-	known := a.private[t.String()]
-	a.private[t.String()] = true
+	known := a.private[id]
+	a.private[id] = true
 	a.mu.Unlock()
 	if known {
 		return
@@ -173,7 +184,7 @@ func (a *Auth) markPrivate(t Target) {
 	a.log.Info("repository is private: clients must present their credentials",
 		slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
 	if a.opts.Marks != nil {
-		if err := a.opts.Marks.MarkPrivateRepo(t.String()); err != nil {
+		if err := a.opts.Marks.MarkPrivateRepo(id); err != nil {
 			a.log.Warn("recording private repository", "upstream", t.Registry, "repo", t.Repository, "error", err)
 		}
 	}
@@ -192,12 +203,12 @@ func (a *Auth) privateOrigin(dg digest.Digest) (string, error) {
 	return origin, err
 }
 
-// markObject records dg as private content first fetched for t.
-func (a *Auth) markObject(t Target, dg digest.Digest) error {
+// markObject records dg as private content first fetched for repository id.
+func (a *Auth) markObject(id string, dg digest.Digest) error {
 	if a.opts.Marks == nil {
 		return nil
 	}
-	return a.opts.Marks.MarkPrivateObject(dg, t.String())
+	return a.opts.Marks.MarkPrivateObject(dg, id)
 }
 
 // anonymousProbe reports whether privacy must be found by an anonymous

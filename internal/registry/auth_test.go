@@ -124,7 +124,7 @@ func TestAuthPublicRepositoryNoChallenge(t *testing.T) {
 			if n := testCounter(t, s.auth.checks); n != 0 {
 				t.Fatalf("%v access checks for a public repository, want 0", n)
 			}
-			if s.auth.isPrivate(Target{"registry.test:5000", "lib/pub"}) {
+			if s.auth.isPrivate(s.priv.URL + "/lib/pub") {
 				t.Fatal("public repository marked private")
 			}
 		})
@@ -348,7 +348,8 @@ func TestAuthJoinFillNoBypass(t *testing.T) {
 }
 
 // TestAuthMarksSurviveRestart: after a restart (fresh decision cache, same
-// store) cached private content is still not public.
+// store) cached private content is still not public; nor after the
+// upstream's URL changed under the same registry name.
 func TestAuthMarksSurviveRestart(t *testing.T) {
 	st, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
@@ -359,17 +360,29 @@ func TestAuthMarksSurviveRestart(t *testing.T) {
 	if r := s.pull(t, privRoutes[0].prefix, "", basicAuth(privUser, privPass), img); !r.allOK() {
 		t.Fatalf("pull: %v", r.statuses)
 	}
-	s2 := newAuthStack(t, authStackOptions{st: st})
-	s2.priv.setDown(true) // the new upstream knows nothing, and is down
-	if !s2.auth.isPrivate(Target{"registry.test:5000", privRepo}) {
+	s.restart(t)
+	s.priv.setDown(true)
+	if !s.auth.isPrivate(s.priv.URL + "/" + privRepo) {
 		t.Fatal("private repository forgotten across a restart")
 	}
-	if r := s2.pull(t, privRoutes[0].prefix, "", "", img); !r.all(http.StatusUnauthorized) || r.content {
-		t.Fatalf("after restart, no credentials: %v", r.statuses)
+	for _, rt := range privRoutes {
+		if r := s.pull(t, rt.prefix, rt.query, "", img); !r.all(http.StatusUnauthorized) || r.content {
+			t.Fatalf("after restart, %s route, no credentials: %v", rt.name, r.statuses)
+		}
 	}
-	resp, _ := s2.do(t, http.MethodGet, "/v2/public.test/lib/x/blobs/"+img.layers[0].String())
+	resp, _ := s.do(t, http.MethodGet, "/v2/public.test/lib/x/blobs/"+img.layers[0].String())
 	if resp.StatusCode == http.StatusOK {
 		t.Fatal("private blob served through a public repository after a restart")
+	}
+
+	// The same store behind a new upstream URL for the same names (tags
+	// are cached by name): still nothing without credentials.
+	s2 := newAuthStack(t, authStackOptions{st: st})
+	s2.priv.setDown(true)
+	for _, rt := range privRoutes {
+		if r := s2.pull(t, rt.prefix, rt.query, "", img); r.content {
+			t.Fatalf("new upstream URL, %s route, no credentials: %v", rt.name, r.statuses)
+		}
 	}
 }
 

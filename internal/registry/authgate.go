@@ -54,7 +54,7 @@ func (h *Handler) authorized(w *recorder, r *http.Request, req *request, serve s
 		return err
 	}
 	// The upstream refused the anonymous (or node) request: private.
-	a.markPrivate(req.target)
+	a.markPrivate(repoID(req), req.target)
 	if creds.Empty() {
 		a.outcomes.WithLabelValues("challenged").Inc()
 		return challenge("%s requires credentials", req.target)
@@ -79,13 +79,13 @@ func refusedUpstream(err error) bool {
 // auth_ttl, because the node's credential would open private content to all.
 func (h *Handler) classify(ctx context.Context, req *request) (bool, error) {
 	a := h.opts.Auth
-	if a.isPrivate(req.target) {
+	if a.isPrivate(repoID(req)) {
 		return true, nil
 	}
 	if !a.anonymousProbe(req.client) || req.path.Kind == KindTags {
 		return false, nil
 	}
-	k := a.keys.sum("public", req.target.Registry, req.target.Repository)
+	k := a.keys.sum("public", repoID(req))
 	if _, at, ok := a.public.get(k); ok && a.opts.Now().Sub(at) < a.opts.TTL {
 		return false, nil
 	}
@@ -99,7 +99,7 @@ func (h *Handler) classify(ctx context.Context, req *request) (bool, error) {
 		a.public.put(k, struct{}{}, a.opts.Now())
 		return false, nil
 	case checkDenied:
-		a.markPrivate(req.target)
+		a.markPrivate(repoID(req), req.target)
 		return true, nil
 	}
 	// Unknown: fetching with the node credential could expose a private
@@ -131,7 +131,7 @@ func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds
 	err = serve(w, r, req)
 	if refusedUpstream(err) && !w.wrote {
 		// Revoked within auth_ttl: forget the decision, ask again.
-		a.decisions.remove(a.keys.sum("repo", creds.Username, creds.Password, req.target.Registry, req.target.Repository))
+		a.decisions.remove(repoKey(a, creds, repoID(req)))
 		a.outcomes.WithLabelValues("refused").Inc()
 		return challenge("upstream %s refused these credentials for %s", req.target.Registry, req.target.Repository)
 	}
@@ -150,7 +150,7 @@ func (h *Handler) markIfMissing(req *request) error {
 	if _, err := h.opts.Store.Stat(dg); err == nil || !store.IsNotFound(err) {
 		return nil
 	}
-	return h.opts.Auth.markObject(req.target, dg)
+	return h.opts.Auth.markObject(repoID(req), dg)
 }
 
 // requestDigest is the digest a request names (blob, or manifest by
@@ -175,7 +175,7 @@ func notFoundCode(req *request) string {
 // unmarked.
 func (h *Handler) putManifest(req *request, body []byte, info store.Info) error {
 	if req.private {
-		if err := h.opts.Auth.markObject(req.target, info.Digest); err != nil {
+		if err := h.opts.Auth.markObject(repoID(req), info.Digest); err != nil {
 			return err
 		}
 	}

@@ -208,7 +208,10 @@ type authStack struct {
 	priv, pub *authUpstream
 	auth      *Auth
 	logs      *syncBuffer
+	log       *slog.Logger
 	base      *upstream.Client
+	ups       upstreamMap
+	mode      string
 }
 
 type authStackOptions struct {
@@ -248,18 +251,40 @@ func newAuthStack(t testing.TB, o authStackOptions) *authStack {
 	}
 	s := &authStack{stack: &stack{store: st, fetcher: fc, metrics: m, now: time.Unix(1_700_000_000, 0)}, priv: priv, pub: pub, base: pc}
 	s.logs = &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s.auth = NewAuth(AuthOptions{Mode: o.private, Marks: st, Registerer: m.Registry, Logger: log, Now: s.clock})
-	s.h = New(Options{
-		Store: st, Fetcher: fc, Metrics: m, Auth: s.auth, Logger: log,
-		Upstreams:       upstreamMap{"registry.test:5000": pc, "docker.io": pc, "public.test": qc},
+	s.log = slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s.ups = upstreamMap{"registry.test:5000": pc, "docker.io": pc, "public.test": qc}
+	s.mode = o.private
+	s.build(m.Registry)
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.nowMu.Lock()
+		h := s.h
+		s.nowMu.Unlock()
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// build makes a new Auth and Handler over the same store and upstreams.
+func (s *authStack) build(reg prometheus.Registerer) {
+	auth := NewAuth(AuthOptions{Mode: s.mode, Marks: s.store, Registerer: reg, Logger: s.log, Now: s.clock})
+	h := New(Options{
+		Store: s.store, Fetcher: s.fetcher, Metrics: s.metrics, Auth: auth, Logger: s.log,
+		Upstreams:       s.ups,
 		DefaultRegistry: "docker.io",
 		TagTTL:          time.Minute,
 		Now:             s.clock,
 	})
-	s.srv = httptest.NewServer(s.h)
-	t.Cleanup(s.srv.Close)
-	return s
+	s.nowMu.Lock()
+	s.auth, s.h = auth, h
+	s.nowMu.Unlock()
+}
+
+// restart is a process restart as far as authorization goes: the decision
+// cache and the in-memory private set are new, the store is the same.
+func (s *authStack) restart(t testing.TB) {
+	t.Helper()
+	s.build(nil)
 }
 
 func (s *authStack) clock() time.Time {

@@ -68,7 +68,7 @@ func classifyCheck(err error) checkResult {
 func (h *Handler) verify(ctx context.Context, req *request, creds Credentials) error {
 	a := h.opts.Auth
 	t := req.target
-	rk := a.keys.sum("repo", creds.Username, creds.Password, t.Registry, t.Repository)
+	rk := repoKey(a, creds, repoID(req))
 	allowed, at, known := a.decisions.get(rk)
 	age := a.opts.Now().Sub(at)
 	switch {
@@ -85,7 +85,7 @@ func (h *Handler) verify(ctx context.Context, req *request, creds Credentials) e
 	case checkFound, checkAbsent:
 		a.decisions.put(rk, true, now)
 		if dg := requestDigest(req); res == checkFound && dg != "" {
-			a.decisions.put(objectKey(a, creds, t, dg), true, now)
+			a.decisions.put(objectKey(a, creds, repoID(req), dg), true, now)
 		}
 		a.outcomes.WithLabelValues("allowed").Inc()
 		return h.confirmObject(ctx, req, creds)
@@ -103,8 +103,14 @@ func (h *Handler) verify(ctx context.Context, req *request, creds Credentials) e
 	return upstreamError(t, err, notFoundCode(req))
 }
 
-func objectKey(a *Auth, creds Credentials, t Target, dg digest.Digest) cacheKey {
-	return a.keys.sum("object", creds.Username, creds.Password, t.Registry, t.Repository, dg.String())
+// repoKey and objectKey key the decisions: a keyed hash of the credentials
+// and what the upstream accepted them for.
+func repoKey(a *Auth, creds Credentials, id string) cacheKey {
+	return a.keys.sum("repo", creds.Username, creds.Password, id)
+}
+
+func objectKey(a *Auth, creds Credentials, id string, dg digest.Digest) cacheKey {
+	return a.keys.sum("object", creds.Username, creds.Password, id, dg.String())
 }
 
 // confirmObject guards content addressing: private content (first fetched
@@ -119,7 +125,7 @@ func (h *Handler) confirmObject(ctx context.Context, req *request, creds Credent
 	if err != nil {
 		return err
 	}
-	if origin == "" || origin == req.target.String() {
+	if origin == "" || origin == repoID(req) {
 		return nil
 	}
 	return h.confirm(ctx, req, creds, dg, req.client)
@@ -132,6 +138,9 @@ func (h *Handler) confirmObject(ctx context.Context, req *request, creds Credent
 func (h *Handler) checkShared(ctx context.Context, req *request) error {
 	dg := requestDigest(req)
 	if dg == "" {
+		dg = h.knownTagDigest(req)
+	}
+	if dg == "" {
 		return nil
 	}
 	a := h.opts.Auth
@@ -139,7 +148,7 @@ func (h *Handler) checkShared(ctx context.Context, req *request) error {
 	if err != nil || origin == "" {
 		return err
 	}
-	if origin == req.target.String() {
+	if origin == repoID(req) {
 		// Fetched for this repository while it was private: it still is.
 		return newError(http.StatusUnauthorized, CodeUnauthorized, "%s is private", req.target)
 	}
@@ -153,7 +162,7 @@ func (h *Handler) checkShared(ctx context.Context, req *request) error {
 // confirm asks (or remembers) whether req.target holds dg for creds.
 func (h *Handler) confirm(ctx context.Context, req *request, creds Credentials, dg digest.Digest, c *upstream.Client) error {
 	a := h.opts.Auth
-	k := objectKey(a, creds, req.target, dg)
+	k := objectKey(a, creds, repoID(req), dg)
 	ok, at, known := a.decisions.get(k)
 	age := a.opts.Now().Sub(at)
 	if known && ok && age < a.opts.TTL {
@@ -178,4 +187,18 @@ func (h *Handler) confirm(ctx context.Context, req *request, creds Credentials, 
 		return nil
 	}
 	return upstreamError(req.target, err, notFoundCode(req))
+}
+
+// knownTagDigest is the digest a manifest request by tag would be served
+// from the store (the tag's last resolution), so that a cached tag cannot
+// serve private content either; "" if none.
+func (h *Handler) knownTagDigest(req *request) digest.Digest {
+	if req.path.Kind != KindManifest {
+		return ""
+	}
+	tag, err := h.opts.Store.Tag(req.target.Registry, req.target.Repository, req.path.Reference)
+	if err != nil {
+		return ""
+	}
+	return tag.Digest
 }

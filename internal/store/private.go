@@ -19,8 +19,8 @@ var (
 	bucketPrivateObjects = []byte("private-objects")
 )
 
-// MarkPrivateRepo records that registry/repo (as "registry/repo") refused
-// anonymous access upstream.
+// MarkPrivateRepo records that a repository (named by the caller, e.g. its
+// endpoint URL and name) refused anonymous access upstream.
 func (s *Store) MarkPrivateRepo(target string) error {
 	return s.putMark(bucketPrivateRepos, []byte(target), []byte{1})
 }
@@ -45,7 +45,7 @@ func (s *Store) PrivateRepos() ([]string, error) {
 }
 
 // MarkPrivateObject records that dg was first fetched for the private
-// repository origin ("registry/repo"). An existing mark is kept: the origin is
+// repository origin (named as for MarkPrivateRepo). An existing mark is kept: the origin is
 // where the content was first seen.
 func (s *Store) MarkPrivateObject(dg digest.Digest, origin string) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
