@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -119,7 +122,7 @@ type tokenUpstream struct {
 func newTokenUpstream(t *testing.T) *tokenUpstream {
 	t.Helper()
 	u := &tokenUpstream{users: map[string]string{}, grants: map[string]map[string]bool{}, tokens: map[string]map[string]bool{}}
-	inner := httptest.NewServer(ggcr.New(ggcr.Logger(nil)))
+	inner := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(inner.Close)
 	target, _ := url.Parse(inner.URL)
 	proxy := httputil.NewSingleHostReverseProxy(target)
@@ -191,14 +194,13 @@ func (u *tokenUpstream) token(w http.ResponseWriter, r *http.Request) {
 // ---------------------------------------------------------------------------
 // Images pushed from Go, with credentials.
 
-// pushAuthImage pushes an OCI image of n random uncompressed layers to
-// regAddr/repo:tag with auth and returns what it holds.
+// pushAuthImage pushes an OCI image of n uncompressed tar layers (each one
+// random file) to regAddr/repo:tag with auth and returns what it holds.
 func pushAuthImage(t *testing.T, regAddr, repo, tag string, n int, auth authn.Authenticator) image {
 	t.Helper()
 	img := empty.Image
 	for i := range n {
-		data := make([]byte, 40<<10+i*777)
-		fillRandom(data, uint64(len(repo)+i*31+len(tag)))
+		data := tarLayer(t, fmt.Sprintf("%s-%s-%d.bin", strings.ReplaceAll(repo, "/", "_"), tag, i), 40<<10+i*777)
 		var err error
 		img, err = mutate.AppendLayers(img, static.NewLayer(data, types.OCIUncompressedLayer))
 		if err != nil {
@@ -256,4 +258,23 @@ func secretsIn(t *testing.T, dir string, secrets ...string) []string {
 		t.Fatal(err)
 	}
 	return hits
+}
+
+// tarLayer is a tar holding one file of size random bytes.
+func tarLayer(t *testing.T, file string, size int) []byte {
+	t.Helper()
+	data := make([]byte, size)
+	fillRandom(data, uint64(len(file)+size))
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: file, Mode: 0o644, Size: int64(size), ModTime: time.Unix(1700000000, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

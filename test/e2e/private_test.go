@@ -26,8 +26,8 @@ func basicHeader(user, pass string) http.Header {
 // front of both: registry.test and registry.test:5000 (the default) are the
 // private registry, public.test the public one.
 type privateSetup struct {
-	priv, pub *upstreamRegistry
-	b         *berth
+	priv, pub   *upstreamRegistry
+	b           *berth
 	img, pubImg image
 }
 
