@@ -9,7 +9,7 @@ mkdir -p "$BIN"
 export GOBIN="$BIN"
 
 need_apt=()
-for pair in docker-registry:docker-registry skopeo:skopeo containerd:containerd ctr:containerd; do
+for pair in docker-registry:docker-registry skopeo:skopeo containerd:containerd ctr:containerd htpasswd:apache2-utils; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -20,6 +20,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 [ -x "$BIN/crane" ] || go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
+# crictl drives containerd's CRI image service as the kubelet does (private images e2e).
+[ -x "$BIN/crictl" ] || go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
 [ -x "$BIN/golangci-lint" ] || go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
 # The OCI distribution-spec conformance suite, pinned (see TESTING.md).
