@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/berth-mirror/berth/internal/store"
 	"github.com/berth-mirror/berth/internal/upstream"
@@ -81,8 +82,11 @@ type Auth struct {
 	// credentials (or anonymously), keyed by a keyed hash of them.
 	clients *ttlCache[credClient]
 
+	// flight coalesces concurrent checks of one credential for one object.
+	flight singleflight.Group
+
 	mu      sync.RWMutex
-	private map[string]bool // registry/repo
+	private map[string]bool // repoID
 
 	checks   *prometheus.CounterVec // result: found, absent, denied, unavailable
 	outcomes *prometheus.CounterVec // outcome: allowed, cached, grace, challenged, refused

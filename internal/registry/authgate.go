@@ -46,11 +46,15 @@ func (h *Handler) authorized(w *recorder, r *http.Request, req *request, serve s
 	if private {
 		return h.servePrivate(w, r, req, creds, serve)
 	}
+	pub, err := h.publicRequest(req)
+	if err != nil {
+		return err
+	}
 	if err := h.checkShared(r.Context(), req); err != nil {
 		if !refusedUpstream(err) {
 			return err
 		}
-	} else if err = serve(w, r, req); !refusedUpstream(err) || w.wrote {
+	} else if err = serve(w, r, pub); !refusedUpstream(err) || w.wrote {
 		return err
 	}
 	// The upstream refused the anonymous (or node) request: private.
@@ -60,6 +64,23 @@ func (h *Handler) authorized(w *recorder, r *http.Request, req *request, serve s
 		return challenge("%s requires credentials", req.target)
 	}
 	return h.servePrivate(w, r, req, creds, serve)
+}
+
+// publicRequest is req as served for a repository not known to be private.
+// A tags/list is passed through upstream, so with a node credential in mode
+// client it goes anonymously: the node's credential must not list a private
+// repository's tags for a client that has none.
+func (h *Handler) publicRequest(req *request) (*request, error) {
+	if req.path.Kind != KindTags || !h.opts.Auth.anonymousProbe(req.client) {
+		return req, nil
+	}
+	anon, err := h.opts.Auth.probeClient(req.client)
+	if err != nil {
+		return nil, err
+	}
+	pub := *req
+	pub.client = anon
+	return &pub, nil
 }
 
 // refusedUpstream reports whether err is the upstream's 401 or 403 as

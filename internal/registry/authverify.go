@@ -19,9 +19,10 @@ const (
 	checkFound                          // 2xx: access, and the object is there
 	checkAbsent                         // 404: access to the repository, no such object
 	checkDenied                         // 401/403: no access
+	checkCached                         // no request: a decision was made meanwhile
 )
 
-var checkNames = [...]string{"unavailable", "found", "absent", "denied"}
+var checkNames = [...]string{"unavailable", "found", "absent", "denied", "cached"}
 
 // headObject asks the upstream, with c's credentials, for exactly what req
 // names (manifest by tag or digest, or blob): a HEAD, no body. Counted, so
@@ -79,18 +80,15 @@ func (h *Handler) verify(ctx context.Context, req *request, creds Credentials) e
 		a.outcomes.WithLabelValues("challenged").Inc()
 		return challenge("upstream %s refused these credentials for %s", t.Registry, t.Repository)
 	}
-	res, err := h.headObject(ctx, req.client, req)
-	now := a.opts.Now()
+	res, err := h.sharedCheck(ctx, req, creds, rk)
 	switch res {
+	case checkCached:
+		a.outcomes.WithLabelValues("cached").Inc()
+		return h.confirmObject(ctx, req, creds)
 	case checkFound, checkAbsent:
-		a.decisions.put(rk, true, now)
-		if dg := requestDigest(req); res == checkFound && dg != "" {
-			a.decisions.put(objectKey(a, creds, repoID(req), dg), true, now)
-		}
 		a.outcomes.WithLabelValues("allowed").Inc()
 		return h.confirmObject(ctx, req, creds)
 	case checkDenied:
-		a.decisions.put(rk, false, now)
 		a.outcomes.WithLabelValues("challenged").Inc()
 		return challenge("upstream %s refused these credentials for %s", t.Registry, t.Repository)
 	}
@@ -107,6 +105,41 @@ func (h *Handler) verify(ctx context.Context, req *request, creds Credentials) e
 // and what the upstream accepted them for.
 func repoKey(a *Auth, creds Credentials, id string) cacheKey {
 	return a.keys.sum("repo", creds.Username, creds.Password, id)
+}
+
+// sharedCheck asks the upstream once for all the requests with the same
+// credentials for the same object that arrive while it asks, and records
+// the decision before any of them goes on, so a burst of pulls with one
+// pull secret costs one HEAD. checkCached: a decision was recorded
+// meanwhile.
+func (h *Handler) sharedCheck(ctx context.Context, req *request, creds Credentials, rk cacheKey) (checkResult, error) {
+	a := h.opts.Auth
+	key := string(rk[:]) + "\x00" + req.path.Kind.String() + "\x00" + req.path.Reference
+	v, _, _ := a.flight.Do(key, func() (any, error) {
+		if ok, at, known := a.decisions.get(rk); known && ok && a.opts.Now().Sub(at) < a.opts.TTL {
+			return checkOutcome{res: checkCached}, nil
+		}
+		// Detached: the answer serves every waiter, not just this client.
+		res, err := h.headObject(context.WithoutCancel(ctx), req.client, req)
+		now := a.opts.Now()
+		switch res {
+		case checkFound, checkAbsent:
+			a.decisions.put(rk, true, now)
+			if dg := requestDigest(req); res == checkFound && dg != "" {
+				a.decisions.put(objectKey(a, creds, repoID(req), dg), true, now)
+			}
+		case checkDenied:
+			a.decisions.put(rk, false, now)
+		}
+		return checkOutcome{res, err}, nil
+	})
+	o := v.(checkOutcome)
+	return o.res, o.err
+}
+
+type checkOutcome struct {
+	res checkResult
+	err error
 }
 
 func objectKey(a *Auth, creds Credentials, id string, dg digest.Digest) cacheKey {
