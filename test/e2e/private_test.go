@@ -141,7 +141,7 @@ func TestPrivateImages(t *testing.T) {
 		if out, err := runTool(t, time.Minute, home, env, tools["crane"], "auth", "login", s.b.Addr, "-u", privUser, "-p", privPass); err != nil {
 			t.Fatalf("crane auth login: %v\n%s", err, out)
 		}
-		defer os.RemoveAll(filepath.Join(home, ".docker"))
+		defer func() { _ = os.RemoveAll(filepath.Join(home, ".docker")) }()
 		out, err := runTool(t, time.Minute, home, env, tools["crane"], "pull", "--insecure", berthRef, filepath.Join(home, "app.tar"))
 		if err != nil {
 			t.Fatalf("crane pull with credentials: %v\n%s", err, out)
