@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -41,6 +42,8 @@ type PrivateMarks interface {
 	// PrivateObject returns dg's origin, or an error satisfying
 	// store.IsNotFound when dg is not private.
 	PrivateObject(dg digest.Digest) (string, error)
+	// HasPrivateObjects reports whether any content is marked private.
+	HasPrivateObjects() (bool, error)
 }
 
 // AuthOptions configure an Auth. The zero value is usable: decisions for 5
@@ -85,8 +88,13 @@ type Auth struct {
 	// flight coalesces concurrent checks of one credential for one object.
 	flight singleflight.Group
 
-	mu      sync.RWMutex
-	private map[string]bool // repoID
+	// marked is false until some content is marked private: until then no
+	// request looks a mark up.
+	marked atomic.Bool
+
+	mu       sync.RWMutex
+	private  map[string]bool // repoID
+	nprivate atomic.Int64    // len(private)
 
 	checks   *prometheus.CounterVec // result: found, absent, denied, unavailable
 	outcomes *prometheus.CounterVec // outcome: allowed, cached, grace, challenged, refused
@@ -156,6 +164,9 @@ func NewAuth(opts AuthOptions) *Auth {
 		for _, r := range repos {
 			a.private[r] = true
 		}
+		a.nprivate.Store(int64(len(a.private)))
+		has, err := opts.Marks.HasPrivateObjects()
+		a.marked.Store(has || err != nil)
 	}
 	return a
 }
@@ -165,11 +176,19 @@ func NewAuth(opts AuthOptions) *Auth {
 // one endpoint (registry.test and registry.test:5000, or a ?ns= alias) are one
 // repository for privacy, decisions and private marks.
 func repoID(req *request) string {
-	return strings.TrimSuffix(req.client.URL(), "/") + "/" + req.target.Repository
+	if req.id == "" {
+		req.id = strings.TrimSuffix(req.client.URL(), "/") + "/" + req.target.Repository
+	}
+	return req.id
 }
 
-// isPrivate reports whether repository id is known to refuse anonymous access.
-func (a *Auth) isPrivate(id string) bool {
+// isPrivate reports whether req's repository is known to refuse anonymous
+// access.
+func (a *Auth) isPrivate(req *request) bool {
+	if a.nprivate.Load() == 0 {
+		return false // the common case costs no lookup
+	}
+	id := repoID(req)
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	return a.private[id]
@@ -181,6 +200,7 @@ func (a *Auth) markPrivate(id string, t Target) {
 	a.mu.Lock()
 	known := a.private[id]
 	a.private[id] = true
+	a.nprivate.Store(int64(len(a.private)))
 	a.mu.Unlock()
 	if known {
 		return
@@ -197,7 +217,7 @@ func (a *Auth) markPrivate(id string, t Target) {
 // privateOrigin returns the repository dg was first fetched for when it is
 // private content, else "".
 func (a *Auth) privateOrigin(dg digest.Digest) (string, error) {
-	if a.opts.Marks == nil {
+	if a.opts.Marks == nil || !a.marked.Load() {
 		return "", nil
 	}
 	origin, err := a.opts.Marks.PrivateObject(dg)
@@ -212,6 +232,8 @@ func (a *Auth) markObject(id string, dg digest.Digest) error {
 	if a.opts.Marks == nil {
 		return nil
 	}
+	// Before the mark is written: a request racing with it looks it up.
+	a.marked.Store(true)
 	return a.opts.Marks.MarkPrivateObject(dg, id)
 }
 

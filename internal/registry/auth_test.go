@@ -124,7 +124,7 @@ func TestAuthPublicRepositoryNoChallenge(t *testing.T) {
 			if n := testCounter(t, s.auth.checks); n != 0 {
 				t.Fatalf("%v access checks for a public repository, want 0", n)
 			}
-			if s.auth.isPrivate(s.priv.URL + "/lib/pub") {
+			if s.auth.isPrivateID(s.priv.URL + "/lib/pub") {
 				t.Fatal("public repository marked private")
 			}
 		})
@@ -362,7 +362,7 @@ func TestAuthMarksSurviveRestart(t *testing.T) {
 	}
 	s.restart(t)
 	s.priv.setDown(true)
-	if !s.auth.isPrivate(s.priv.URL + "/" + privRepo) {
+	if !s.auth.isPrivateID(s.priv.URL + "/" + privRepo) {
 		t.Fatal("private repository forgotten across a restart")
 	}
 	for _, rt := range privRoutes {

@@ -10,8 +10,17 @@ import (
 	"github.com/berth-mirror/berth/internal/store"
 )
 
-// serveFunc is one of the handlers behind the gate.
-type serveFunc func(http.ResponseWriter, *http.Request, *request) error
+// serve runs the handler for req's kind once the gate let it through.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *request) error {
+	switch req.path.Kind {
+	case KindManifest:
+		return h.serveManifest(w, r, req)
+	case KindBlob:
+		return h.serveBlob(w, r, req)
+	default:
+		return h.serveTags(w, r, req)
+	}
+}
 
 // berthChallenge is the only challenge berth sends: Basic, to itself. A
 // Bearer realm would send the client's password to wherever it names.
@@ -32,7 +41,7 @@ func challenge(format string, args ...any) *Error {
 // then on every client proves access with its own credentials before a byte
 // of its content, cached or not, is sent. The checks run before serve, so
 // joining a fill in flight never bypasses them.
-func (h *Handler) authorized(w *recorder, r *http.Request, req *request, serve serveFunc) error {
+func (h *Handler) authorized(w *recorder, r *http.Request, req *request) error {
 	a := h.opts.Auth
 	creds, err := ParseAuthorization(r.Header)
 	if err != nil {
@@ -44,7 +53,7 @@ func (h *Handler) authorized(w *recorder, r *http.Request, req *request, serve s
 		return err
 	}
 	if private {
-		return h.servePrivate(w, r, req, creds, serve)
+		return h.servePrivate(w, r, req, creds)
 	}
 	pub, err := h.publicRequest(req)
 	if err != nil {
@@ -54,7 +63,7 @@ func (h *Handler) authorized(w *recorder, r *http.Request, req *request, serve s
 		if !refusedUpstream(err) {
 			return err
 		}
-	} else if err = serve(w, r, pub); !refusedUpstream(err) || w.wrote {
+	} else if err = h.serve(w, r, pub); !refusedUpstream(err) || w.wrote {
 		return err
 	}
 	// The upstream refused the anonymous (or node) request: private.
@@ -63,7 +72,7 @@ func (h *Handler) authorized(w *recorder, r *http.Request, req *request, serve s
 		a.outcomes.WithLabelValues("challenged").Inc()
 		return challenge("%s requires credentials", req.target)
 	}
-	return h.servePrivate(w, r, req, creds, serve)
+	return h.servePrivate(w, r, req, creds)
 }
 
 // publicRequest is req as served for a repository not known to be private.
@@ -86,6 +95,9 @@ func (h *Handler) publicRequest(req *request) (*request, error) {
 // refusedUpstream reports whether err is the upstream's 401 or 403 as
 // upstreamError maps it (nothing else in the handlers answers these).
 func refusedUpstream(err error) bool {
+	if err == nil {
+		return false // served: the common case, without errors.As's allocation
+	}
 	var e *Error
 	if !errors.As(err, &e) {
 		return false
@@ -100,7 +112,7 @@ func refusedUpstream(err error) bool {
 // auth_ttl, because the node's credential would open private content to all.
 func (h *Handler) classify(ctx context.Context, req *request) (bool, error) {
 	a := h.opts.Auth
-	if a.isPrivate(repoID(req)) {
+	if a.isPrivate(req) {
 		return true, nil
 	}
 	if !a.anonymousProbe(req.client) || req.path.Kind == KindTags {
@@ -130,7 +142,7 @@ func (h *Handler) classify(ctx context.Context, req *request) (bool, error) {
 
 // servePrivate serves a private repository's request with the client's own
 // credentials, once the upstream has accepted them (or did within auth_ttl).
-func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds Credentials, serve serveFunc) error {
+func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds Credentials) error {
 	a := h.opts.Auth
 	if creds.Empty() {
 		a.outcomes.WithLabelValues("challenged").Inc()
@@ -149,7 +161,7 @@ func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds
 			return err
 		}
 	}
-	err = serve(w, r, req)
+	err = h.serve(w, r, req)
 	if refusedUpstream(err) && !w.wrote {
 		// Revoked within auth_ttl: forget the decision, ask again.
 		a.decisions.remove(repoKey(a, creds, repoID(req)))

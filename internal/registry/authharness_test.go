@@ -330,3 +330,11 @@ func testCounter(t testing.TB, v *prometheus.CounterVec) float64 {
 	}
 	return sum
 }
+
+// isPrivateID reports whether repository id (endpoint URL/repository) is
+// marked private.
+func (a *Auth) isPrivateID(id string) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.private[id]
+}

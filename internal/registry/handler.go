@@ -97,6 +97,8 @@ type request struct {
 	// private: the repository needs credentials; client carries the
 	// client's own (auth.go).
 	private bool
+	// id names the repository by its upstream endpoint (repoID).
+	id string
 }
 
 // ServeHTTP implements the pull API.
@@ -133,12 +135,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req := &request{path: p, target: t, client: c}
 		switch p.Kind {
 		case KindManifest:
-			return h.authorized(rec, r, req, h.serveManifest)
+			return h.authorized(rec, r, req)
 		case KindBlob:
 			attrs = append(attrs, slog.String("digest", p.Reference))
-			return h.authorized(rec, r, req, h.serveBlob)
+			return h.authorized(rec, r, req)
 		case KindTags:
-			return h.authorized(rec, r, req, h.serveTags)
+			return h.authorized(rec, r, req)
 		default:
 			return newError(http.StatusNotFound, CodeUnsupported, "the referrers API is not served by this mirror")
 		}

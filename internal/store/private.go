@@ -65,7 +65,8 @@ func (s *Store) MarkPrivateObject(dg digest.Digest, origin string) error {
 }
 
 // PrivateObject returns the origin repository of private content dg, or
-// ErrNotFound when dg was never fetched for a private repository.
+// ErrNotFound (unwrapped: this is asked on every request, and a miss is the
+// common case) when dg was never fetched for a private repository.
 func (s *Store) PrivateObject(dg digest.Digest) (string, error) {
 	var origin string
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -80,13 +81,24 @@ func (s *Store) PrivateObject(dg digest.Digest) (string, error) {
 		origin = string(v)
 		return nil
 	})
-	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return "", fmt.Errorf("private mark %s: %w", dg, err)
-		}
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return "", fmt.Errorf("store: private mark %s: %w", dg, err)
 	}
-	return origin, nil
+	return origin, err
+}
+
+// HasPrivateObjects reports whether any content is marked private, so that
+// a node that never saw a private repository pays nothing per request.
+func (s *Store) HasPrivateObjects() (bool, error) {
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketPrivateObjects); b != nil {
+			k, _ := b.Cursor().First()
+			found = k != nil
+		}
+		return nil
+	})
+	return found, err
 }
 
 func (s *Store) putMark(bucket, k, v []byte) error {
