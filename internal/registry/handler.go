@@ -210,27 +210,48 @@ func upstreamError(t Target, err error, notFound string) error {
 		case http.StatusForbidden:
 			return newError(http.StatusForbidden, CodeDenied, "upstream %s denied access to %s", t.Registry, t.Repository)
 		case http.StatusTooManyRequests:
-			return newError(http.StatusTooManyRequests, CodeTooManyRequests, "upstream %s is rate limiting", t.Registry)
+			e := newError(http.StatusTooManyRequests, CodeTooManyRequests, "upstream %s is rate limiting", t.Registry)
+			if d, ok := upstream.RetryAfter(err); ok {
+				// Whole seconds, rounded up: never ask the client back early.
+				e.Header = http.Header{"Retry-After": {strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)}}
+			}
+			return e
 		}
+	}
+	if errors.Is(err, upstream.ErrRefused) {
+		return newError(http.StatusBadGateway, CodeUnavailable, "upstream %s pointed berth where it does not follow (scheme or address refused)", t.Registry)
 	}
 	return newError(http.StatusBadGateway, CodeUnavailable, "upstream %s failed: %s", t.Registry, failureReason(err))
 }
 
+// failureReason is the reason label of an upstream failure: a closed set.
 func failureReason(err error) string {
+	var se *upstream.StatusError
 	switch {
 	case errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, fetch.ErrVerify), errors.Is(err, store.ErrDigestMismatch):
 		return "digest_mismatch"
 	case errors.Is(err, upstream.ErrTooLarge):
 		return "too_large"
+	case errors.Is(err, upstream.ErrRefused):
+		return "refused"
+	case errors.As(err, &se) && se.Status == http.StatusTooManyRequests:
+		return "rate_limited"
 	}
 	return "unavailable"
 }
 
 // countFailure records one failed upstream call: counted and logged, unless
-// it was a definite answer (404, 401, 403), which is no failure of the upstream.
+// it was a definite answer (404, 401, 403), which is no failure of the
+// upstream, or the call ended because the client that made it went away
+// (ctx is that client's request context).
 func (h *Handler) countFailure(ctx context.Context, t Target, err error) {
 	var se *upstream.StatusError
 	if errors.As(err, &se) && se.Status < 500 && se.Status != http.StatusTooManyRequests {
+		return
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		h.log.LogAttrs(ctx, slog.LevelDebug, "client went away during an upstream request",
+			slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
 		return
 	}
 	reason := failureReason(err)
@@ -239,7 +260,7 @@ func (h *Handler) countFailure(ctx context.Context, t Target, err error) {
 	}
 	h.m.UpstreamErrors.WithLabelValues(t.Registry, reason).Inc()
 	h.log.LogAttrs(ctx, slog.LevelWarn, "upstream failed", slog.String("upstream", t.Registry),
-		slog.String("repo", t.Repository), slog.String("error", err.Error()))
+		slog.String("repo", t.Repository), slog.String("reason", reason), slog.String("error", err.Error()))
 }
 
 // recorder notes the status and bytes written, for metrics and logs.

@@ -86,7 +86,7 @@ func (g *guard) wrap(base http.RoundTripper, timeout time.Duration) http.RoundTr
 	if t, ok := base.(*http.Transport); ok {
 		t = t.Clone()
 		// A custom TLS dialer would bypass DialContext's check.
-		t.DialTLSContext, t.DialTLS, t.Dial = nil, nil, nil //nolint:staticcheck // clearing the deprecated field too
+		t.DialTLSContext, t.DialTLS, t.Dial = nil, nil, nil //nolint:staticcheck // the deprecated fields would bypass the check too
 		t.DialContext = g.dialContext(&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second})
 		if p := t.Proxy; p != nil {
 			t.Proxy = func(r *http.Request) (*url.URL, error) {

@@ -74,7 +74,7 @@ func (c *Client) backoff(attempt int) time.Duration {
 		d = c.opts.MaxRetryWait
 	}
 	half := d / 2
-	return half + rand.N(d-half+1) //nolint:gosec // jitter needs no cryptographic randomness
+	return half + rand.N(d-half+1)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
