@@ -96,17 +96,20 @@ type repoTransport struct {
 // transportTTL is how long one repository's authenticated transport is kept;
 // ggcr refreshes expired tokens on 401 itself, this just bounds the map.
 const (
-	transportTTL   = 10 * time.Minute
-	maxTransports  = 4096
-	maxErrorBody   = 64 << 10
-	defaultBackoff = 200 * time.Millisecond
+	transportTTL  = 10 * time.Minute
+	maxTransports = 4096
+	maxErrorBody  = 64 << 10
+	// maxResponseHeader bounds the headers of one upstream response: a
+	// registry's are a few hundred bytes, net/http would accept 10 MiB.
+	maxResponseHeader = 64 << 10
+	defaultBackoff    = 200 * time.Millisecond
 )
 
 // New returns a Client for ep.
 func New(ep Endpoint, opts Options) (*Client, error) {
 	u, err := url.Parse(ep.URL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("upstream %s: invalid URL %q", ep.Name, ep.URL)
+		return nil, fmt.Errorf("upstream %s: invalid URL %q", ep.Name, redactURL(ep.URL))
 	}
 	var nopts []name.Option
 	if u.Scheme == "http" {
@@ -156,15 +159,16 @@ func New(ep Endpoint, opts Options) (*Client, error) {
 func NewTransport(timeout time.Duration) *http.Transport {
 	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          64,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   timeout,
-		ResponseHeaderTimeout: timeout,
-		ExpectContinueTimeout: time.Second,
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            d.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           64,
+		MaxIdleConnsPerHost:    16,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    timeout,
+		ResponseHeaderTimeout:  timeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: maxResponseHeader,
 	}
 }
 
@@ -172,7 +176,7 @@ func NewTransport(timeout time.Duration) *http.Transport {
 func (c *Client) Name() string { return c.ep.Name }
 
 // URL is the endpoint (without credentials).
-func (c *Client) URL() string { return c.ep.URL }
+func (c *Client) URL() string { return redactURL(c.ep.URL) }
 
 // transportFor returns an authenticated transport scoped to pull repo.
 func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripper, error) {

@@ -88,6 +88,9 @@ func (g *guard) wrap(base http.RoundTripper, timeout time.Duration) http.RoundTr
 		// A custom TLS dialer would bypass DialContext's check.
 		t.DialTLSContext, t.DialTLS, t.Dial = nil, nil, nil //nolint:staticcheck // the deprecated fields would bypass the check too
 		t.DialContext = g.dialContext(&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second})
+		if t.MaxResponseHeaderBytes <= 0 {
+			t.MaxResponseHeaderBytes = maxResponseHeader
+		}
 		if p := t.Proxy; p != nil {
 			t.Proxy = func(r *http.Request) (*url.URL, error) {
 				u, err := p(r)
