@@ -39,11 +39,20 @@ func (c AddrClass) String() string {
 	return fmt.Sprintf("AddrClass(%d)", uint8(c))
 }
 
-var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
+var (
+	sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
+	// nat64 is RFC 6052's well-known prefix: a gateway there forwards to the
+	// IPv4 address in the last 32 bits, so that address is the one to judge.
+	nat64 = netip.MustParsePrefix("64:ff9b::/96")
+)
 
 // ClassifyAddr returns the class of a. It is the default Options.Classify.
 func ClassifyAddr(a netip.Addr) AddrClass {
 	a = a.Unmap()
+	if nat64.Contains(a) {
+		b := a.As16()
+		a = netip.AddrFrom4([4]byte(b[12:]))
+	}
 	switch {
 	case a.IsLoopback(), a.IsUnspecified():
 		return Loopback

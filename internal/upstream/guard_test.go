@@ -302,6 +302,7 @@ func TestClassifyAddr(t *testing.T) {
 		"10.1.2.3": Private, "172.16.0.1": Private, "192.168.1.1": Private, "fd00::1": Private, "100.64.0.1": Private,
 		"127.0.0.1": Loopback, "::1": Loopback, "0.0.0.0": Loopback, "::": Loopback, "::ffff:127.0.0.1": Loopback,
 		"169.254.169.254": LinkLocal, "fe80::1": LinkLocal, "::ffff:169.254.169.254": LinkLocal,
+		"64:ff9b::a9fe:a9fe": LinkLocal, "64:ff9b::808:808": Public, "64:ff9b::7f00:1": Loopback,
 	} {
 		if got := ClassifyAddr(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("%s: %s, want %s", addr, got, want)
