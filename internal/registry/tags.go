@@ -9,6 +9,9 @@ import (
 	"strings"
 )
 
+// CodePaginationInvalid answers an n that is not a number >= 0.
+const CodePaginationInvalid = "PAGINATION_NUMBER_INVALID"
+
 // maxTagsBody caps a tags/list response read from upstream.
 const maxTagsBody = 16 << 20
 
@@ -22,7 +25,7 @@ func (h *Handler) serveTags(w http.ResponseWriter, r *http.Request, req *request
 		if v := q.Get(k); v != "" {
 			if k == "n" {
 				if n, err := strconv.Atoi(v); err != nil || n < 0 {
-					return newError(http.StatusBadRequest, "PAGINATION_NUMBER_INVALID", "invalid n %q", truncate(v, 24))
+					return newError(http.StatusBadRequest, CodePaginationInvalid, "invalid n %q", truncate(v, 24))
 				}
 			}
 			pass = append(pass, k+"="+urlQueryEscape(v))
