@@ -59,6 +59,8 @@ type Handler struct {
 	m      *metrics.Metrics
 	// manifests coalesces concurrent manifest and tag resolutions.
 	manifests singleflight.Group
+	// tagLists holds a token per tags/list request in flight.
+	tagLists chan struct{}
 }
 
 // New returns a Handler.
@@ -75,7 +77,7 @@ func New(opts Options) *Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics}
+	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics, tagLists: make(chan struct{}, maxTagLists)}
 	h.router = Router{
 		Known:   func(n string) bool { _, ok := opts.Upstreams.Lookup(n); return ok },
 		Default: opts.DefaultRegistry,
@@ -160,6 +162,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.LogAttrs(r.Context(), slog.LevelDebug, "request", append(attrs,
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", status),
 			slog.Int64("bytes", rec.bytes), slog.Duration("took", d))...)
+	}
+	if errors.Is(err, errAbortResponse) {
+		// net/http closes the connection without ending the response.
+		panic(http.ErrAbortHandler)
 	}
 }
 
