@@ -198,10 +198,15 @@ func (d *tagDecoder) skipLiteral() error {
 		if err != nil {
 			return d.fail(err, "unterminated value")
 		}
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '+' || c == '-' || c == 'E') {
+		if !literalByte(c) {
 			return d.r.UnreadByte()
 		}
 	}
+}
+
+// literalByte reports whether c may continue a number, true, false or null.
+func literalByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '+' || c == '-' || c == 'E'
 }
 
 // literal consumes the expected rest of a literal.

@@ -294,7 +294,7 @@ func (c *gatedConn) refuse() {
 		slog.String("error", fmt.Sprintf("request headers past %d bytes or %d lines", c.g.headerCap, maxHeaderLines)))
 	deadline := time.Now().Add(c.g.drainTime)
 	_ = c.Conn.SetDeadline(deadline)
-	if _, err := c.Conn.Write(c.g.tooLarge); err != nil {
+	if _, err := c.Write(c.g.tooLarge); err != nil {
 		return
 	}
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

@@ -47,7 +47,7 @@ func TestWithVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if s.version != "1.2.3" || s.Upstreams.userAgent != "berth/1.2.3" {
 		t.Errorf("version %q, user agent %q", s.version, s.Upstreams.userAgent)
 	}
