@@ -167,12 +167,13 @@ func TestOversizedHeadersGetOCIError(t *testing.T) {
 	r := startServer(t, cfg, nil, nil)
 	limit := int(cfg.MaxHeaderBytes)
 	for _, tt := range []struct {
-		name string
-		size int
+		name    string
+		headers string
 	}{
-		{"over max_header_bytes, under the cap", limit + 1024},
-		{"1 MiB", 1 << 20},
-		{"8 MiB", 8 << 20},
+		{"over max_header_bytes, under the cap", "X-Big: " + strings.Repeat("a", limit+1024) + "\r\n"},
+		{"1 MiB", "X-Big: " + strings.Repeat("a", 1<<20) + "\r\n"},
+		{"8 MiB", "X-Big: " + strings.Repeat("a", 8<<20) + "\r\n"},
+		{"too many lines", strings.Repeat("X-A: 1\r\n", maxHeaderLines+1)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", r.addr)
@@ -182,7 +183,7 @@ func TestOversizedHeadersGetOCIError(t *testing.T) {
 			defer c.Close()
 			go func() {
 				// The server may stop reading before the end: a write error is expected then.
-				_, _ = io.WriteString(c, "GET /v2/ HTTP/1.1\r\nHost: berth\r\nX-Big: "+strings.Repeat("a", tt.size)+"\r\n\r\n")
+				_, _ = io.WriteString(c, "GET /v2/ HTTP/1.1\r\nHost: berth\r\n"+tt.headers+"\r\n")
 			}()
 			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -201,6 +202,32 @@ func TestOversizedHeadersGetOCIError(t *testing.T) {
 				t.Fatalf("got %d %q", resp.StatusCode, body)
 			}
 		})
+	}
+}
+
+// TestHeaderCapPerRequest: the gate counts each request's headers afresh:
+// requests on one connection whose headers together pass the cap, each under
+// max_header_bytes, are all served.
+func TestHeaderCapPerRequest(t *testing.T) {
+	cfg := testConfig(t)
+	r := startServer(t, cfg, nil, nil)
+	c := r.dialHeld(t)
+	br := bufio.NewReader(c)
+	big := strings.Repeat("a", int(cfg.MaxHeaderBytes)-2048)
+	for i := range 4 {
+		if _, err := io.WriteString(c, "GET /v2/ HTTP/1.1\r\nHost: berth\r\nX-Big: "+big+"\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %s", i, resp.Status)
+		}
 	}
 }
 
