@@ -100,7 +100,6 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg.Log, level, stderr)
-	server.Version = version
 	limit, source, lim, lerr := sysinfo.Apply(sysinfo.Reader{}, os.LookupEnv)
 	if lerr != nil {
 		log.Warn("reading cgroup limits", "error", lerr)
@@ -108,7 +107,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	log.Info("starting berth", append([]any{"version", version, "gomemlimit", limit, "gomemlimit_source", source,
 		"gomaxprocs", runtime.GOMAXPROCS(0)}, sysinfo.Describe(lim)...)...)
 
-	srv, err := server.New(cfg, log)
+	srv, err := server.New(cfg, log, server.WithVersion(version))
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		var ce *config.Error
