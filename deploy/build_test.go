@@ -112,7 +112,7 @@ func metricsIn(expr string) []string {
 }
 
 func TestGrafanaDashboard(t *testing.T) {
-	b, err := os.ReadFile("grafana-dashboard.json")
+	b, err := os.ReadFile(filepath.Join(chartDir, "files", "grafana-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
