@@ -54,11 +54,16 @@ if [[ ${#need[@]} -gt 0 ]]; then
 	[[ $(id -u) == 0 ]] || die "missing ${need[*]}: apt-get install ${need[*]} (as root)"
 	log "installing ${need[*]}"
 	apt-get update -q >/dev/null
-	# policy-rc.d 101: do not start the packaged nginx service on port 80.
-	printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null ||
-		{ rm -f /usr/sbin/policy-rc.d; die "apt-get install ${need[*]} failed"; }
-	rm -f /usr/sbin/policy-rc.d
+	# A policy-rc.d answering 101 keeps the packaged nginx service from
+	# starting on port 80 (one that is there already is left alone).
+	ours=
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && ours=1
+	fi
+	rc=0
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null || rc=$?
+	[[ -n $ours ]] && rm -f /usr/sbin/policy-rc.d
+	[[ $rc == 0 ]] || die "apt-get install ${need[*]} failed"
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 for c in go curl ss; do command -v "$c" >/dev/null || die "$c not found"; done

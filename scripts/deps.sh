@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what berth's tests need on a fresh Debian machine (run as root):
 # the real upstream registry, the real clients, containerd, crane, golangci-lint,
-# helm and the OCI conformance tool. (bench/compare.sh installs nginx and
+# helm, Prometheus (promtool and a real scrape of metrics_listen in deploy/)
+# and the OCI conformance tool. (bench/compare.sh installs nginx and
 # gnuplot itself: only the benchmark needs them.) Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ mkdir -p "$BIN"
 export GOBIN="$BIN"
 
 need_apt=()
-for pair in docker-registry:docker-registry skopeo:skopeo containerd:containerd ctr:containerd; do
+for pair in docker-registry:docker-registry skopeo:skopeo containerd:containerd ctr:containerd prometheus:prometheus promtool:prometheus; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
