@@ -303,7 +303,7 @@ EOF
 		echo "| $(name $k) | $(ratio "${R[$k.gets]:-}" "${R[berth.gets]}") | $(ratio "${R[$k.cold_wall]:-}" "${R[berth.cold_wall]}") | $(ratio "${R[$k.ttfb_med]:-}" "${R[berth.ttfb_med]}") | $(ratio "${R[$k.ttfb_max]:-}" "${R[berth.ttfb_max]}") | $(ratio "${R[$k.warm]}" "${R[berth.warm]}") | $(ratio "${R[$k.rss_all]}" "${R[berth.rss_all]}") |"
 	done
 	echo
-	echo "berth's warm throughput is $(awk -v a="${R[berth.warm]}" -v b="${R[nstatic.warm]}" 'BEGIN { printf "%.0f", 100 * a / b }')% of nginx serving the file directly (the machine's ceiling for a warm GET)."
+	echo "berth's warm throughput is $(awk -v a="${R[berth.warm]}" -v b="${R[nstatic.warm]}" 'BEGIN { printf "%.0f", 100 * a / b }')% of nginx serving the file directly in this run."
 }
 REPORT=$(report)
 echo "$REPORT"
