@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -775,4 +776,28 @@ func volumeByName(pod corev1.PodSpec, name string) corev1.Volume {
 		}
 	}
 	return corev1.Volume{}
+}
+
+// TestChartExistingSecrets: Secrets the operator manages are referenced, not
+// rendered: berth.yaml from configSecret, the cluster key from
+// cluster.existingSecret.
+func TestChartExistingSecrets(t *testing.T) {
+	objs := decode(t, render(t, "--set", "configSecret=my-berth-config", "--set", "cluster.enabled=true",
+		"--set", "cluster.existingSecret=my-cluster-key"))
+	pod := objs.daemonSet.Spec.Template.Spec
+	if v := volumeByName(pod, "config"); v.Secret == nil || v.Secret.SecretName != "my-berth-config" {
+		t.Errorf("config volume %+v, want Secret my-berth-config", v.VolumeSource)
+	}
+	if len(objs.secrets) != 0 {
+		t.Errorf("rendered Secrets %v, want none (both exist already)", slices.Collect(maps.Keys(objs.secrets)))
+	}
+	var ref *corev1.SecretKeySelector
+	for _, e := range pod.Containers[0].Env {
+		if e.Name == "BERTH_CLUSTER_SECRET" && e.ValueFrom != nil {
+			ref = e.ValueFrom.SecretKeyRef
+		}
+	}
+	if ref == nil || ref.Name != "my-cluster-key" || ref.Key != "secret" {
+		t.Errorf("BERTH_CLUSTER_SECRET from %+v, want my-cluster-key/secret", ref)
+	}
 }
