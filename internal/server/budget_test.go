@@ -10,16 +10,39 @@ import (
 	"github.com/berth-mirror/berth/internal/config"
 )
 
-const k8sDir = "../../deploy/kubernetes"
+// manifests is the rendered Helm chart with its defaults, as shipped.
+const manifests = "../../deploy/kubernetes/berth.yaml"
+
+// manifestDoc decodes the first document of the given kind into v.
+func manifestDoc(t *testing.T, kind string, v any) {
+	t.Helper()
+	f, err := os.Open(manifests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			t.Fatalf("no %s in %s: %v", kind, manifests, err)
+		}
+		var head struct {
+			Kind string `yaml:"kind"`
+		}
+		if n.Decode(&head) == nil && head.Kind == kind {
+			if err := n.Decode(v); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+}
 
 // manifestMemoryLimit reads the berth container's memory limit from the
 // DaemonSet.
 func manifestMemoryLimit(t *testing.T) int64 {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(k8sDir, "daemonset.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ds struct {
 		Spec struct {
 			Template struct {
@@ -34,9 +57,7 @@ func manifestMemoryLimit(t *testing.T) int64 {
 			} `yaml:"template"`
 		} `yaml:"spec"`
 	}
-	if err := yaml.Unmarshal(b, &ds); err != nil {
-		t.Fatal(err)
-	}
+	manifestDoc(t, "DaemonSet", &ds)
 	for _, c := range ds.Spec.Template.Spec.Containers {
 		if c.Name == "berth" {
 			n, err := config.ParseSize(c.Resources.Limits["memory"])
@@ -53,16 +74,10 @@ func manifestMemoryLimit(t *testing.T) int64 {
 // manifestConfig loads the ConfigMap's berth.yaml.
 func manifestConfig(t *testing.T) config.Config {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(k8sDir, "configmap.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cm struct {
 		Data map[string]string `yaml:"data"`
 	}
-	if err := yaml.Unmarshal(b, &cm); err != nil {
-		t.Fatal(err)
-	}
+	manifestDoc(t, "ConfigMap", &cm)
 	p := filepath.Join(t.TempDir(), "berth.yaml")
 	if err := os.WriteFile(p, []byte(cm.Data["berth.yaml"]), 0o600); err != nil {
 		t.Fatal(err)

@@ -166,6 +166,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return errors.Join(err, s.Close())
 	}
+	stopMetrics, err := s.startMetrics(ctx)
+	if err != nil {
+		return errors.Join(err, ln.Close(), stopAdmin(), s.Close())
+	}
 	flushDone := make(chan struct{})
 	go s.flushLoop(ctx, flushDone)
 	errc := make(chan error, 1)
@@ -193,7 +197,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	err = errors.Join(err, stopAdmin())
+	err = errors.Join(err, stopMetrics(), stopAdmin())
 	return errors.Join(err, s.Close())
 }
 
