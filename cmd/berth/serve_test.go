@@ -3,18 +3,27 @@ package main
 import (
 	"bytes"
 	"context"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-mirror/berth/internal/sysinfo"
 )
 
 func TestHealth(t *testing.T) {
-	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	// Like berth: 200 on /readyz, 404 on / (as the registry would answer).
+	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" && r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+		}
+	}))
 	defer ready.Close()
 	notReady := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not ready", http.StatusServiceUnavailable)
@@ -31,6 +40,11 @@ func TestHealth(t *testing.T) {
 		want int
 	}{
 		{"ready", ready.URL + "/readyz", 0},
+		{"base URL probes /readyz", ready.URL, 0},
+		{"base URL with a slash probes /readyz", ready.URL + "/", 0},
+		{"an explicit path is probed as given", ready.URL + "/healthz", 0},
+		{"an explicit path that is not ready", ready.URL + "/nope", 1},
+		{"not a URL", "127.0.0.1:5000", 2},
 		{"503", notReady.URL + "/readyz", 1},
 		{"nothing listening", dead, 1},
 	}
@@ -74,8 +88,16 @@ func TestServeBadConfigExits2WithOneLine(t *testing.T) {
 	}
 }
 
-// TestServeStartsAndStops runs the real serve command and stops it as SIGTERM would.
+// TestServeStartsAndStops runs the real serve command and stops it as SIGTERM
+// would. Its host is a cgroup v2 tree limited to 1 GiB without GOMEMLIMIT in
+// the environment, so serve must have set the runtime's limit to 90% of it.
 func TestServeStartsAndStops(t *testing.T) {
+	old := debug.SetMemoryLimit(math.MaxInt64)
+	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	h := host{
+		cgroup: sysinfo.Reader{Root: filepath.Join("..", "..", "internal", "sysinfo", "testdata", "v2-limited")},
+		getenv: func(string) (string, bool) { return "", false },
+	}
 	dir := t.TempDir()
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
@@ -89,7 +111,7 @@ func TestServeStartsAndStops(t *testing.T) {
 	done := make(chan int, 1)
 	var errb bytes.Buffer
 	go func() {
-		done <- runServe(ctx, []string{"--listen", addr, "--data-dir", dir, "--admin-socket", filepath.Join(sock, "a.sock"), "--log-format", "json"}, &errb)
+		done <- serve(ctx, []string{"--listen", addr, "--data-dir", dir, "--admin-socket", filepath.Join(sock, "a.sock"), "--log-format", "json"}, &errb, h)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -102,6 +124,9 @@ func TestServeStartsAndStops(t *testing.T) {
 			t.Fatalf("never ready: %s", errb.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if got, want := debug.SetMemoryLimit(-1), int64(1<<30-(1<<30)/10); got != want {
+		t.Errorf("GOMEMLIMIT while serving = %d, want %d (90%% of the cgroup's 1 GiB)", got, want)
 	}
 	cancel()
 	select {
