@@ -58,6 +58,18 @@ func TestHealth(t *testing.T) {
 	}
 }
 
+// testSecret stands for a credential that must never be printed.
+const testSecret = "s3cr3t-T0ken"
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "berth.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestServeBadConfigExits2WithOneLine(t *testing.T) {
 	tests := []struct {
 		name string
@@ -69,6 +81,9 @@ func TestServeBadConfigExits2WithOneLine(t *testing.T) {
 		{"bad upstream", []string{"--upstream", "nourl"}, nil, "upstream"},
 		{"unknown default", []string{"--default-upstream", "nope.test"}, nil, "default_upstream"},
 		{"bad env", nil, map[string]string{"BERTH_TAG_TTL": "soon"}, "tag_ttl"},
+		{"upstream flag with credentials", []string{"--upstream", "x.test=https://user:" + testSecret + "@x.test"}, nil, "upstreams.x.test.url"},
+		{"upstream env with credentials", nil, map[string]string{"BERTH_UPSTREAMS": "x.test=https://user:" + testSecret + "@x.test"}, "upstreams.x.test.url"},
+		{"misspelt password in the file", []string{"--config", writeFile(t, "upstreams:\n  x.test:\n    url: https://x.test\n    pasword: "+testSecret+"\n")}, nil, "upstreams.x.test.pasword"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,6 +98,9 @@ func TestServeBadConfigExits2WithOneLine(t *testing.T) {
 			msg := strings.TrimSpace(errb.String())
 			if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, tt.key) {
 				t.Errorf("want one line naming %s, got %q", tt.key, msg)
+			}
+			if strings.Contains(msg, testSecret) {
+				t.Errorf("the error echoes a credential: %q", msg)
 			}
 		})
 	}
@@ -107,11 +125,13 @@ func TestServeStartsAndStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = os.RemoveAll(sock) }()
+	conf := writeFile(t, "upstreams:\n  private.test:\n    url: https://private.test\n    username: u\n    password: "+testSecret+
+		"\ncluster:\n  secret: "+testSecret+"\n  extra_secrets: "+testSecret+"\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var errb bytes.Buffer
 	go func() {
-		done <- serve(ctx, []string{"--listen", addr, "--data-dir", dir, "--admin-socket", filepath.Join(sock, "a.sock"), "--log-format", "json"}, &errb, h)
+		done <- serve(ctx, []string{"--config", conf, "--listen", addr, "--data-dir", dir, "--admin-socket", filepath.Join(sock, "a.sock"), "--log-format", "json"}, &errb, h)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -136,6 +156,9 @@ func TestServeStartsAndStops(t *testing.T) {
 		}
 	case <-time.After(40 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+	if strings.Contains(errb.String(), testSecret) {
+		t.Errorf("the log shows a credential: %s", errb.String())
 	}
 	if _, err := os.Stat(filepath.Join(dir, "meta.db")); err != nil {
 		t.Errorf("store not created: %v", err)
