@@ -19,7 +19,7 @@ import (
 // acceptCounter is an upstream that only counts the connections made to it.
 type acceptCounter struct {
 	ln       net.Listener
-	accepted chan struct{}
+	accepted chan string // the peer address of each connection accepted
 	n        atomic.Int64
 }
 
@@ -29,7 +29,7 @@ func newAcceptCounter(t *testing.T) *acceptCounter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &acceptCounter{ln: ln, accepted: make(chan struct{}, 100)}
+	a := &acceptCounter{ln: ln, accepted: make(chan string, 1000)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -39,8 +39,8 @@ func newAcceptCounter(t *testing.T) *acceptCounter {
 				return
 			}
 			a.n.Add(1)
+			a.accepted <- c.RemoteAddr().String()
 			_ = c.Close()
-			a.accepted <- struct{}{}
 		}
 	}()
 	t.Cleanup(func() { _ = ln.Close(); <-done })
@@ -59,16 +59,17 @@ func (a *acceptCounter) before(t *testing.T) int64 {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	want := a.n.Load() + 1
 	deadline := time.After(30 * time.Second)
-	for a.n.Load() < want {
+	for {
 		select {
-		case <-a.accepted:
+		case addr := <-a.accepted:
+			if addr == c.LocalAddr().String() {
+				return a.n.Load() - 1
+			}
 		case <-deadline:
 			t.Fatal("the sentinel connection was never accepted")
 		}
 	}
-	return a.n.Load() - 1
 }
 
 // countingTransport counts the round trips it passes on.
