@@ -50,7 +50,7 @@ func TestClientUsableAfterTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	if err := c.Call(ctx, "slow", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
@@ -75,7 +75,7 @@ func TestClientConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	for g := range 6 {
@@ -149,7 +149,7 @@ func TestClientChecksResponseID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := c.Call(t.Context(), "wrong", nil, nil); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Errorf("mismatched id: %v", err)
 	}
