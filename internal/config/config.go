@@ -297,3 +297,15 @@ func ValidRegistryName(s string) bool {
 	}
 	return !strings.ContainsAny(s, "/@?#") && strings.ToLower(s) == s
 }
+
+// Redacted returns a copy with secrets replaced, safe to log or return over RPC.
+func (c Config) Redacted() Config {
+	c = redactKeys(c) // every key tagged berth:"secret"
+	ups := make(map[string]Upstream, len(c.Upstreams))
+	for n, u := range c.Upstreams {
+		u = u.redacted()
+		ups[n] = u
+	}
+	c.Upstreams = ups
+	return c
+}

@@ -148,26 +148,26 @@ func Merge(base, from Config, names []string) Config {
 	return base
 }
 
-// Redacted returns a copy with every secret replaced by "REDACTED" (an unset
-// secret stays empty), safe to log or return over RPC.
-func (c Config) Redacted() Config {
+// redactKeys replaces the value of every secret key that is set with
+// "REDACTED" (an unset secret stays empty).
+func redactKeys(c Config) Config {
 	for _, k := range Keys() {
 		if f := k.field(&c); k.Secret && f.Kind() == reflect.String && f.String() != "" {
 			f.SetString(redacted)
 		}
 	}
-	ups := make(map[string]Upstream, len(c.Upstreams))
-	for n, u := range c.Upstreams {
-		v := reflect.ValueOf(&u).Elem()
-		for i := 0; i < v.NumField(); i++ {
-			if hasFlag(v.Type().Field(i).Tag.Get("berth"), "secret") && v.Field(i).String() != "" {
-				v.Field(i).SetString(redacted)
-			}
-		}
-		ups[n] = u
-	}
-	c.Upstreams = ups
 	return c
+}
+
+// redacted is u with its secret fields (tagged berth:"secret") replaced.
+func (u Upstream) redacted() Upstream {
+	v := reflect.ValueOf(&u).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if hasFlag(v.Type().Field(i).Tag.Get("berth"), "secret") && v.Field(i).String() != "" {
+			v.Field(i).SetString(redacted)
+		}
+	}
+	return u
 }
 
 const redacted = "REDACTED"
