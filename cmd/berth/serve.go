@@ -124,11 +124,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, h host) int {
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg.Log, level, stderr)
-	server.Version = version
 	memAttrs := applyMemLimit(log, h)
 	log.Info("starting berth", append([]any{"version", version, "gomaxprocs", runtime.GOMAXPROCS(0)}, memAttrs...)...)
 
-	srv, err := server.New(cfg, log)
+	srv, err := server.New(cfg, log, server.WithVersion(version))
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		var ce *config.Error

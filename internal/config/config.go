@@ -145,7 +145,7 @@ func Default() Config {
 		UpstreamRetries:  3,
 		ShutdownTimeout:  Duration(30 * time.Second),
 		MaxHeaderBytes:   64 << 10,
-		MaxConnections:   1024,
+		MaxConnections:   256,
 		MaxManifestBytes: 4 << 20,
 		Cluster:          Cluster{Name: "berth"},
 		Log:              Log{Level: "info", Format: "auto"},

@@ -195,10 +195,17 @@ func TestErrors(t *testing.T) {
 }
 
 func TestNewRejectsBadURL(t *testing.T) {
-	for _, u := range []string{"", "ftp://x", "http://", "::"} {
-		if _, err := New(Endpoint{Name: "x", URL: u}, Options{}); err == nil {
+	for _, u := range []string{"", "ftp://x", "http://", "::", "ftp://user:hunter2@x", "https://user:hunter2@h ost"} {
+		_, err := New(Endpoint{Name: "x", URL: u}, Options{})
+		if err == nil {
 			t.Errorf("New(%q) accepted", u)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("New(%q): error shows the password: %v", u, err)
 		}
+	}
+	c, err := New(Endpoint{Name: "x", URL: "https://user:hunter2@r.test"}, Options{})
+	if err != nil || c.URL() != "https://r.test" {
+		t.Errorf("URL() = %q, %v", c.URL(), err)
 	}
 }
 

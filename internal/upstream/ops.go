@@ -77,7 +77,7 @@ func (c *Client) HeadBlob(ctx context.Context, repo string, dg digest.Digest) (D
 		return Descriptor{}, err
 	}
 	drain(resp.Body)
-	return Descriptor{Digest: dg, MediaType: resp.Header.Get("Content-Type"), Size: resp.ContentLength}, nil
+	return Descriptor{Digest: dg, MediaType: headerMediaType(resp.Header), Size: resp.ContentLength}, nil
 }
 
 // GetBlob opens a blob from offset on. The caller verifies the digest and
@@ -91,7 +91,7 @@ func (c *Client) GetBlob(ctx context.Context, repo string, dg digest.Digest, off
 	if err != nil {
 		return nil, Descriptor{}, err
 	}
-	d := Descriptor{Digest: dg, MediaType: resp.Header.Get("Content-Type"), Size: resp.ContentLength}
+	d := Descriptor{Digest: dg, MediaType: headerMediaType(resp.Header), Size: resp.ContentLength}
 	if offset > 0 {
 		if resp.StatusCode != http.StatusPartialContent {
 			drain(resp.Body)
