@@ -29,10 +29,10 @@ func (k Kind) String() string {
 // record is an object's metadata as bbolt holds it. The field names are
 // those of earlier versions, so a store written by them opens unchanged.
 type record struct {
-	Digest     digest.Digest `json:"digest"`
-	Size       int64         `json:"size"`
-	MediaType  string        `json:"mediaType,omitempty"`
-	Manifest   bool          `json:"manifest,omitempty"`
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	MediaType string        `json:"mediaType,omitempty"`
+	Manifest  bool          `json:"manifest,omitempty"`
 	// Declared marks a manifest's MediaType as its body's own mediaType
 	// field. Earlier versions kept the first upstream's Content-Type there:
 	// without the mark it is not trusted, and the manifest is typed per
