@@ -103,18 +103,19 @@ func (h *Handler) manifestByDigest(ctx context.Context, req *request, dg digest.
 func (h *Handler) fetchManifest(ctx context.Context, req *request, ref string) (manifest, error) {
 	t := req.target
 	body, d, err := req.client.GetManifest(ctx, t.Repository, ref, h.maxManifestBytes())
+	var nm store.NewManifest
 	if err == nil {
-		var nm store.NewManifest
-		if nm, err = newManifest(t, d, body); err == nil {
-			var info store.Info
-			if info, err = h.opts.Store.PutManifest(body, nm); err == nil {
-				return manifest{body, info}, nil
-			}
-			return manifest{}, err
-		}
+		nm, err = newManifest(t, d, body)
 	}
-	h.countFailure(ctx, t, err)
-	return manifest{}, err
+	if err != nil {
+		h.countFailure(ctx, t, err)
+		return manifest{}, err
+	}
+	info, err := h.opts.Store.PutManifest(body, nm)
+	if err != nil {
+		return manifest{}, err
+	}
+	return manifest{body, info}, nil
 }
 
 // manifestByTag resolves a tag at most once per TagTTL, serving the last known

@@ -30,7 +30,7 @@ func newManifest(t Target, d upstream.Descriptor, body []byte) (store.NewManifes
 	header := specificType(d.MediaType)
 	nm := store.NewManifest{Digest: d.Digest, Repository: t.String(), DeclaredType: declared}
 	switch {
-	case declared != "" && header != "" && header != declared:
+	case declared != "" && header != "" && !strings.EqualFold(header, declared):
 		return store.NewManifest{}, fmt.Errorf("%w from %s: %s labelled %s, but its body says %s",
 			errInvalidManifest, t.Registry, d.Digest, header, declared)
 	case declared == "" && header != "":
@@ -82,7 +82,7 @@ func specificType(ct string) string {
 
 func isMediaType(s string) bool {
 	mt, params, err := mime.ParseMediaType(s)
-	return err == nil && len(params) == 0 && mt == strings.ToLower(s)
+	return err == nil && len(params) == 0 && strings.EqualFold(mt, s)
 }
 
 // guessType types a body that declares no type, served without a useful

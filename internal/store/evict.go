@@ -38,6 +38,9 @@ func (e *evictor) start(s *Store) {
 
 // stop ends the evictor after its current batch and waits for it.
 func (e *evictor) stop() {
+	if e.done == nil {
+		return // never started
+	}
 	e.stopOnce.Do(func() { close(e.quit) })
 	<-e.done
 }
