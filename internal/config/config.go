@@ -46,7 +46,7 @@ type Config struct {
 	MaxConnections int `yaml:"max_connections"`
 	// MaxManifestBytes caps a manifest read from upstream or served from the
 	// store; larger manifests are refused.
-	MaxManifestBytes Size `yaml:"max_manifest_bytes"`
+	MaxManifestBytes Size `yaml:"max_manifest_bytes" berth:"live"`
 	// MetricsListen, if set, is a second listener serving /metrics only (in
 	// Kubernetes the node IP), so Prometheus can scrape while the mirror
 	// stays on loopback.

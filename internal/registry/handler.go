@@ -43,6 +43,9 @@ type Options struct {
 	UpstreamTimeout time.Duration
 	// MaxHeaderBytes rejects requests with larger headers with 431 (0: no check).
 	MaxHeaderBytes int
+	// MaxManifestBytes caps a manifest read from upstream or from the store
+	// (0: 4 MiB, distribution's cap).
+	MaxManifestBytes int64
 	// Source, if set, replaces the upstream as where blobs come from (it gets
 	// the upstream source to fall back on).
 	Source func(up fetch.Source) fetch.Source
@@ -298,6 +301,8 @@ func failureReason(err error) string {
 		return "refused"
 	case errors.As(err, &se) && se.Status == http.StatusTooManyRequests:
 		return "rate_limited"
+	case errors.Is(err, errInvalidManifest):
+		return "invalid_manifest"
 	}
 	return "unavailable"
 }

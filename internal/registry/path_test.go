@@ -224,23 +224,3 @@ func FuzzRange(f *testing.F) {
 		}
 	})
 }
-
-func TestUpstreamAccept(t *testing.T) {
-	tests := []struct {
-		in   []string
-		want string
-	}{
-		{nil, ""},
-		{[]string{"*/*"}, ""},
-		{[]string{"application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json"},
-			"application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"},
-		{[]string{"application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.5"},
-			"application/vnd.docker.distribution.manifest.v2+json"},
-		{[]string{"application/vnd.docker.distribution.manifest.v1+json"}, ""},
-	}
-	for _, tt := range tests {
-		if got := upstreamAccept(tt.in); got != tt.want {
-			t.Errorf("upstreamAccept(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}

@@ -134,7 +134,7 @@ func TestRedirectRefusedIs502(t *testing.T) {
 	if n := internalHits.Load(); n != 0 {
 		t.Errorf("the internal address got %d requests", n)
 	}
-	if _, _, err := s.store.ReadManifest(img.manifest); !store.IsNotFound(err) {
+	if _, err := s.store.Stat(img.manifest); !store.IsNotFound(err) {
 		t.Errorf("manifest cached after a refused redirect: %v", err)
 	}
 	if v := upstreamErrors(s, "refused"); v != 2 {

@@ -100,7 +100,7 @@ func effects(key string) []effect {
 		return []effect{effUpstreams}
 	case "upstream_timeout":
 		return []effect{effUpstreams, effHandler}
-	case "default_upstream", "tag_ttl":
+	case "default_upstream", "tag_ttl", "max_manifest_bytes":
 		return []effect{effHandler}
 	case "max_disk":
 		return []effect{effStoreLimit}

@@ -90,15 +90,16 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	s.conns = newConnGate(cfg, log.With("component", "http"), func() { m.BadRequests.WithLabelValues(registry.CodeTooLarge).Inc() })
 	s.live.build = func(cfg config.Config) http.Handler {
 		return registry.New(registry.Options{
-			Store:           st,
-			Fetcher:         fc,
-			Upstreams:       ups,
-			Metrics:         m,
-			DefaultRegistry: cfg.DefaultUpstream,
-			TagTTL:          cfg.TagTTL.D(),
-			UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
-			MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
-			Logger:          log.With("component", "registry"),
+			Store:            st,
+			Fetcher:          fc,
+			Upstreams:        ups,
+			Metrics:          m,
+			DefaultRegistry:  cfg.DefaultUpstream,
+			TagTTL:           cfg.TagTTL.D(),
+			MaxManifestBytes: int64(cfg.MaxManifestBytes),
+			UpstreamTimeout:  2 * cfg.UpstreamTimeout.D(),
+			MaxHeaderBytes:   int(cfg.MaxHeaderBytes),
+			Logger:           log.With("component", "registry"),
 		})
 	}
 	s.live.v2.set(s.live.build(cfg))

@@ -20,7 +20,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -279,14 +278,3 @@ func drain(rc io.ReadCloser) {
 func repoPath(repo, kind, ref string) string {
 	return "/v2/" + repo + "/" + kind + "/" + ref
 }
-
-// Accept lists the manifest types sent upstream when the client gives none.
-// Schema 1 is left out: registries rewrite to it on the fly, with a digest
-// that a later GET by digest cannot find.
-var Accept = strings.Join([]string{
-	"application/vnd.oci.image.index.v1+json",
-	"application/vnd.oci.image.manifest.v1+json",
-	"application/vnd.docker.distribution.manifest.list.v2+json",
-	"application/vnd.docker.distribution.manifest.v2+json",
-	"application/vnd.oci.artifact.manifest.v1+json",
-}, ", ")

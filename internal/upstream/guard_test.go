@@ -132,8 +132,10 @@ func internalServer(t *testing.T) (*httptest.Server, *atomic.Int32) {
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
+		body := `{"internal":true}`
 		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-		_, _ = w.Write([]byte(`{"internal":true}`))
+		w.Header().Set("Docker-Content-Digest", digest.FromString(body).String())
+		_, _ = w.Write([]byte(body))
 	}))
 	t.Cleanup(srv.Close)
 	return srv, &hits
@@ -163,7 +165,7 @@ type op func(ctx context.Context, c *Client) error
 
 var ops = map[string]op{
 	"manifest": func(ctx context.Context, c *Client) error {
-		_, _, err := c.GetManifest(ctx, "org/app", "v1", "")
+		_, _, err := c.GetManifest(ctx, "org/app", "v1", 4<<20)
 		return err
 	},
 	"blob": func(ctx context.Context, c *Client) error {
@@ -265,7 +267,7 @@ func TestRedirectToLinkLocalRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = c.GetManifest(context.Background(), "org/app", "v1", "")
+			_, _, err = c.GetManifest(context.Background(), "org/app", "v1", 4<<20)
 			if !errors.Is(err, ErrRefused) {
 				t.Fatalf("got %v, want a refusal", err)
 			}

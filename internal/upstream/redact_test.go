@@ -88,7 +88,7 @@ func TestStatusErrorMessageRedacted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = c.GetManifest(context.Background(), "org/app", "v1", "")
+	_, _, err = c.GetManifest(context.Background(), "org/app", "v1", 4<<20)
 	var se *StatusError
 	if !errors.As(err, &se) || se.Status != http.StatusForbidden {
 		t.Fatalf("got %v", err)
