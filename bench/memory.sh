@@ -11,6 +11,8 @@
 # clear_refs), peak working set (cgroup usage minus inactive file, sampled
 # every 50 ms: the figure the kubelet evicts on), the cgroup's max usage, OOM
 # kills, time and throughput, and whether every body matched its sha256.
+# During each phase four tags/list requests run alongside the pulls (a phase
+# whose tag lists do not all answer 200 counts as failed).
 # It prints Markdown tables and exits non-zero if a body failed verification,
 # berth died, or an OOM kill occurred.
 #
@@ -230,8 +232,18 @@ run_phase() {
 	echo 5 >"/proc/$BPID/clear_refs"
 	cg_reset_max
 	oom0=$(cg_oom_kills) up0=$(upstream_gets "$dg") rd0=$(disk_read "$BPID")
+	local tpid
+	{
+		for _ in 1 2 3 4; do
+			curl -sS -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$BPORT/v2/registry.test/test/big/tags/list" &
+		done
+		wait
+	} >"$out.tags" 2>&1 &
+	tpid=$!
 	"$TMP/pullers" -url "http://127.0.0.1:$BPORT/v2/registry.test/test/big/blobs/$dg" -n "$n" \
 		-size $((s << 20)) -cgroup "$CG" -pid "$BPID" "${metrics_args[@]}" >"$out" 2>"$out.err" || verified=no
+	wait "$tpid" || true
+	[[ $(grep -c '^200$' "$out.tags") == 4 ]] || { verified=no; log "  tags/list: $(tr '\n' ' ' <"$out.tags")"; }
 	declare -A R=()
 	while IFS='=' read -r k v; do R[$k]=$v; done <"$out"
 	local hwm=-1 maxu oom ups rd=-1

@@ -112,7 +112,7 @@ func metricsIn(expr string) []string {
 }
 
 func TestGrafanaDashboard(t *testing.T) {
-	b, err := os.ReadFile("grafana-dashboard.json")
+	b, err := os.ReadFile(filepath.Join(chartDir, "files", "grafana-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,11 +179,7 @@ func TestAlertingRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(b), "```yaml\n")
-	block, _, ok2 := strings.Cut(rest, "```")
-	if !ok || !ok2 {
-		t.Fatal("docs/alerting.md has no ```yaml rule block")
-	}
+	block := ruleBlock(t, string(b))
 	var rules struct {
 		Groups []struct {
 			Rules []struct {
@@ -228,4 +224,26 @@ func TestMetricsIn(t *testing.T) {
 			t.Errorf("metricsIn(%q) = %q, want %q", tc.expr, got, tc.want)
 		}
 	}
+}
+
+// ruleBlock returns the ```yaml block of a Markdown text that is a rule file
+// (starts with groups:); the page has other YAML blocks (scrape configs).
+func ruleBlock(t *testing.T, md string) string {
+	t.Helper()
+	for rest := md; ; {
+		var ok bool
+		if _, rest, ok = strings.Cut(rest, "```yaml\n"); !ok {
+			break
+		}
+		block, after, ok := strings.Cut(rest, "```")
+		if !ok {
+			break
+		}
+		if strings.HasPrefix(block, "groups:") {
+			return block
+		}
+		rest = after
+	}
+	t.Fatal("docs/alerting.md has no ```yaml block starting with groups:")
+	return ""
 }

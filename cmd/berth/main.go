@@ -19,6 +19,7 @@ const usage = `berth: a node-local OCI registry mirror and pull-through cache
 Usage:
   berth serve [flags]                 run the mirror (berth serve -h for flags)
   berth health [--url URL]            exit 0 when the server answers /readyz with 200
+                                      (a URL without a path, e.g. http://127.0.0.1:5000, probes /readyz)
   berth ctl [--socket PATH] COMMAND   control a running berth (berth ctl -h for commands)
   berth configure-containerd [flags]  write containerd hosts.toml files pointing at berth
   berth version                       print the version

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"time"
@@ -89,7 +90,30 @@ func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
+// host is what serve reads from the machine it runs on; tests give it fake
+// cgroup trees and environments.
+type host struct {
+	// cgroup reads the memory limit that GOMEMLIMIT is derived from.
+	cgroup sysinfo.Reader
+	// getenv looks up GOMEMLIMIT.
+	getenv func(string) (string, bool)
+}
+
 func runServe(ctx context.Context, args []string, stderr io.Writer) int {
+	return serve(ctx, args, stderr, host{getenv: os.LookupEnv})
+}
+
+// applyMemLimit sets the Go runtime's soft memory limit from the cgroup (unless
+// GOMEMLIMIT is set) and returns the attributes of the start-up log line.
+func applyMemLimit(log *slog.Logger, h host) []any {
+	limit, source, lim, err := sysinfo.Apply(h.cgroup, h.getenv)
+	if err != nil {
+		log.Warn("reading cgroup limits", "error", err)
+	}
+	return append([]any{"gomemlimit", limit, "gomemlimit_source", source}, sysinfo.Describe(lim)...)
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer, h host) int {
 	cfg, err := loadConfig(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -100,15 +124,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg.Log, level, stderr)
-	server.Version = version
-	limit, source, lim, lerr := sysinfo.Apply(sysinfo.Reader{}, os.LookupEnv)
-	if lerr != nil {
-		log.Warn("reading cgroup limits", "error", lerr)
-	}
-	log.Info("starting berth", append([]any{"version", version, "gomemlimit", limit, "gomemlimit_source", source,
-		"gomaxprocs", runtime.GOMAXPROCS(0)}, sysinfo.Describe(lim)...)...)
+	memAttrs := applyMemLimit(log, h)
+	log.Info("starting berth", append([]any{"version", version, "gomaxprocs", runtime.GOMAXPROCS(0)}, memAttrs...)...)
 
-	srv, err := server.New(cfg, log)
+	srv, err := server.New(cfg, log, server.WithVersion(version))
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		var ce *config.Error
@@ -138,13 +157,18 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 func runHealth(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "http://127.0.0.1:5000/readyz", "readiness URL to probe")
+	rawURL := fs.String("url", "http://127.0.0.1:5000/readyz", "readiness URL to probe; a base URL (no path) probes its /readyz")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	target, err := probeURL(*rawURL)
+	if err != nil {
+		fmt.Fprintln(stderr, "berth health:", err)
+		return 2
+	}
 	client := &http.Client{Timeout: *timeout}
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, *url, nil)
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, target, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "berth health:", err)
 		return 1
@@ -161,4 +185,17 @@ func runHealth(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "ok")
 	return 0
+}
+
+// probeURL is the URL health GETs: a base URL, as people type it
+// (http://127.0.0.1:5000 or …:5000/), means its /readyz.
+func probeURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("--url %q: expected an http:// or https:// URL such as http://127.0.0.1:5000", s)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/readyz"
+	}
+	return u.String(), nil
 }

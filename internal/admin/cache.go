@@ -79,7 +79,7 @@ func (s *Service) cacheList(_ context.Context, p ListParams) (ListResult, error)
 			break
 		}
 		res.Items = append(res.Items, CacheItem{Digest: in.Digest.String(), Size: in.Size, MediaType: in.MediaType,
-			Manifest: in.Manifest, Repository: in.Repository, LastAccess: in.LastAccess.UTC()})
+			Manifest: in.Kind == store.KindManifest, Repository: in.Repository, LastAccess: in.LastAccess.UTC()})
 	}
 	return res, nil
 }

@@ -12,6 +12,11 @@
 // depth, to find where the value ends; only then is the message decoded, once.
 // Each response is one line.
 //
+// What one message can make the server hold is bounded three ways: the
+// message by admin.max_message_bytes, a batch by [MaxBatch] requests (counted
+// without keeping the excess), and a response line by [MaxResponseBytes] (a
+// result that would pass it becomes an error for its request).
+//
 // Errors follow the JSON-RPC 2.0 specification: -32700 for malformed JSON
 // (the connection then closes: the stream cannot be resynchronised), -32600
 // for an invalid request or one over the size cap (the latter also closes the

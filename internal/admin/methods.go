@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/berth-mirror/berth/internal/config"
 	"github.com/berth-mirror/berth/internal/store"
 	"github.com/berth-mirror/berth/internal/sysinfo"
@@ -153,20 +151,7 @@ func (s *Service) upstreams(context.Context, none) ([]Upstream, error) {
 // configGet returns the configuration in force with secrets redacted, keyed
 // as in the YAML file.
 func (s *Service) configGet(context.Context, none) (map[string]any, error) {
-	return ConfigMap(s.d.Config().Redacted())
-}
-
-// ConfigMap renders cfg as the YAML file's keys (nested maps), ready for JSON.
-func ConfigMap(cfg config.Config) (map[string]any, error) {
-	b, err := yaml.Marshal(cfg)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]any{}
-	if err := yaml.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return s.d.Config().Map(), nil
 }
 
 // ReloadResult is the result of config.reload.

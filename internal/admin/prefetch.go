@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -215,8 +217,15 @@ func (js *jobs) add(j *job) error {
 }
 
 func (s *Service) run(ctx context.Context, j *job, want []platform) {
-	p := &puller{h: s.d.Registry}
+	p := &puller{h: s.d.Registry, log: s.log}
 	failed := 0
+	defer func() {
+		// A bug here must not take the daemon down with it: fail the job.
+		if r := recover(); r != nil {
+			s.log.Error("prefetch job panicked", "job", j.v.ID, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			j.finish(1)
+		}
+	}()
 	for i, ref := range j.ref {
 		pr := imageProgress{j: j, i: i}
 		pr.setState(StateRunning, nil)
@@ -229,16 +238,22 @@ func (s *Service) run(ctx context.Context, j *job, want []platform) {
 		}
 		pr.setState(StateDone, nil)
 	}
+	done, total := j.finish(failed)
+	s.log.Info("prefetch finished", "job", j.v.ID, "images", len(j.ref), "failed", failed, "bytes", done, "bytes_total", total)
+}
+
+// finish marks j done, or failed when images failed; it returns the bytes
+// done and expected.
+func (j *job) finish(failed int) (done, total int64) {
 	now := time.Now().UTC()
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	j.v.State = StateDone
 	if failed > 0 {
 		j.v.State = StateFailed
 	}
 	j.v.Finished = &now
-	done, total := j.v.BytesDone, j.v.BytesTotal
-	j.mu.Unlock()
-	s.log.Info("prefetch finished", "job", j.v.ID, "images", len(j.ref), "failed", failed, "bytes", done, "bytes_total", total)
+	return j.v.BytesDone, j.v.BytesTotal
 }
 
 func (s *Service) jobGet(_ context.Context, p JobParams) (Job, error) {

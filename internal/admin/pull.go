@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -24,7 +26,8 @@ const (
 // counts and discards the bytes. The registry routes, coalesces, verifies and
 // stores; the puller holds no blob in memory.
 type puller struct {
-	h http.Handler
+	h   http.Handler
+	log *slog.Logger
 }
 
 // sink is the http.ResponseWriter handed to the registry.
@@ -71,11 +74,21 @@ func (p *puller) get(ctx context.Context, path string, keep int, onData func(int
 	req.RemoteAddr = "admin"
 	w = &sink{hdr: http.Header{}, keep: keep, onData: onData}
 	defer func() {
-		// The registry aborts a blob response that failed verification or
-		// whose upstream broke with http.ErrAbortHandler.
-		if r := recover(); r != nil {
-			err = fmt.Errorf("GET %s: transfer aborted (%v)", path, r)
+		r := recover()
+		if r == nil {
+			return
 		}
+		// The registry aborts a blob response that failed verification or
+		// whose upstream broke with http.ErrAbortHandler: expected, and
+		// logged by the registry already.
+		if r == http.ErrAbortHandler { //nolint:errorlint // net/http compares the same way
+			err = fmt.Errorf("GET %s: transfer aborted", path)
+			return
+		}
+		// Anything else is a bug in the handler; this goroutine serves a
+		// long-lived job, so it reports it once and fails this image only.
+		p.log.Error("prefetch: registry handler panicked", "path", path, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		err = fmt.Errorf("GET %s: internal error (%v)", path, r)
 	}()
 	p.h.ServeHTTP(w, req)
 	if w.status == 0 {
@@ -158,11 +171,16 @@ func (p *puller) pull(ctx context.Context, ref imageRef, want []platform, pr pro
 	for _, b := range blobs {
 		pr.addTotal(b.Size)
 	}
-	var g errgroup.Group
+	// The first blob that fails cancels the others: the image has failed,
+	// and its siblings need not keep a fill slot and the upstream busy.
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(blobWorkers)
 	for _, b := range blobs {
 		g.Go(func() error {
-			w, err := p.get(ctx, ref.blobPath(b.Digest), 0, pr.addDone)
+			if gctx.Err() != nil {
+				return gctx.Err()
+			}
+			w, err := p.get(gctx, ref.blobPath(b.Digest), 0, pr.addDone)
 			if err != nil {
 				return err
 			}

@@ -20,6 +20,10 @@ type Method func(ctx context.Context, params json.RawMessage) (any, error)
 type Mux struct {
 	methods map[string]Method
 	log     *slog.Logger
+	// maxBatch and maxResponse are MaxBatch and MaxResponseBytes; tests
+	// lower them.
+	maxBatch    int
+	maxResponse int
 }
 
 // NewMux returns an empty Mux that logs rejected and failed requests to log
@@ -28,7 +32,7 @@ func NewMux(log *slog.Logger) *Mux {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Mux{methods: map[string]Method{}, log: log}
+	return &Mux{methods: map[string]Method{}, log: log, maxBatch: MaxBatch, maxResponse: MaxResponseBytes}
 }
 
 // Handle registers fn for method, replacing any earlier one.
@@ -124,24 +128,7 @@ func encodeLine(v any) []byte {
 // JSON at all, after which the connection must close.
 func (m *Mux) serveMessage(ctx context.Context, msg []byte) (line []byte, malformed bool) {
 	if len(msg) > 0 && msg[0] == '[' {
-		var elems []json.RawMessage
-		if err := json.Unmarshal(msg, &elems); err != nil {
-			return m.parseError(err), true
-		}
-		if len(elems) == 0 {
-			m.log.Info("rejected admin request", "code", CodeInvalidRequest, "error", "empty batch")
-			return encodeLine(errorResponse(nil, Errorf(CodeInvalidRequest, "invalid request: empty batch"))), false
-		}
-		var out []*response
-		for _, e := range elems {
-			if r := m.serveOne(ctx, e); r != nil {
-				out = append(out, r)
-			}
-		}
-		if len(out) == 0 {
-			return nil, false
-		}
-		return encodeLine(out), false
+		return m.serveBatch(ctx, msg)
 	}
 	if len(msg) > 0 && msg[0] != '{' {
 		if !json.Valid(msg) {
@@ -158,7 +145,7 @@ func (m *Mux) serveMessage(ctx context.Context, msg []byte) (line []byte, malfor
 	if r == nil {
 		return nil, false
 	}
-	return encodeLine(r), false
+	return append(m.encodeCapped(r, m.maxResponse), '\n'), false
 }
 
 func (m *Mux) parseError(err error) []byte {

@@ -21,23 +21,23 @@ type Config struct {
 	// DataDir holds blobs, temporary files and the metadata database.
 	DataDir string `yaml:"data_dir"`
 	// DefaultUpstream is the registry name used when a request names none.
-	DefaultUpstream string `yaml:"default_upstream"`
+	DefaultUpstream string `yaml:"default_upstream" berth:"live"`
 	// Upstreams maps registry names (as clients say them) to endpoints. Built-in
 	// public registries are always present unless overridden here.
-	Upstreams map[string]Upstream `yaml:"upstreams"`
+	Upstreams map[string]Upstream `yaml:"upstreams" berth:"live"`
 	// MaxDisk bounds the bytes kept in the store; least recently used content is
 	// evicted past it. Zero means unbounded.
-	MaxDisk Size `yaml:"max_disk"`
+	MaxDisk Size `yaml:"max_disk" berth:"live"`
 	// TagTTL is how long a tag's resolution is trusted before asking upstream again.
-	TagTTL Duration `yaml:"tag_ttl"`
+	TagTTL Duration `yaml:"tag_ttl" berth:"live"`
 	// MaxFetches caps concurrent upstream blob downloads.
 	MaxFetches int `yaml:"max_fetches"`
 	// FetchTimeout bounds one cache fill, which runs detached from the client.
 	FetchTimeout Duration `yaml:"fetch_timeout"`
 	// UpstreamTimeout bounds connecting to an upstream and waiting for its headers.
-	UpstreamTimeout Duration `yaml:"upstream_timeout"`
+	UpstreamTimeout Duration `yaml:"upstream_timeout" berth:"live"`
 	// UpstreamRetries is how many times a failed upstream request is retried.
-	UpstreamRetries int `yaml:"upstream_retries"`
+	UpstreamRetries int `yaml:"upstream_retries" berth:"live"`
 	// ShutdownTimeout is how long responses in flight may take to finish on SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 	// MaxHeaderBytes caps request headers; larger requests get 431.
@@ -46,7 +46,7 @@ type Config struct {
 	MaxConnections int `yaml:"max_connections"`
 	// MaxManifestBytes caps a manifest read from upstream or served from the
 	// store; larger manifests are refused.
-	MaxManifestBytes Size `yaml:"max_manifest_bytes"`
+	MaxManifestBytes Size `yaml:"max_manifest_bytes" berth:"live"`
 	// MetricsListen, if set, is a second listener serving /metrics only (in
 	// Kubernetes the node IP), so Prometheus can scrape while the mirror
 	// stays on loopback.
@@ -87,9 +87,9 @@ type Cluster struct {
 	// names never merge.
 	Name string `yaml:"name"`
 	// Secret keys gossip encryption and peer request tokens.
-	Secret string `yaml:"secret"`
+	Secret string `yaml:"secret" berth:"secret"`
 	// ExtraSecrets (comma-separated) are also accepted, for rotation.
-	ExtraSecrets string `yaml:"extra_secrets"`
+	ExtraSecrets string `yaml:"extra_secrets" berth:"secret"`
 }
 
 // Upstream is one registry endpoint.
@@ -99,7 +99,7 @@ type Upstream struct {
 	// Username and Password are optional basic credentials, exchanged for tokens
 	// when the registry asks. Never logged.
 	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	Password string `yaml:"password" berth:"secret"`
 	// PasswordFile, if set, holds the password (e.g. a mounted Kubernetes
 	// Secret); read at start-up and on config.reload.
 	PasswordFile string `yaml:"password_file"`
@@ -108,7 +108,7 @@ type Upstream struct {
 // Log configures the logger.
 type Log struct {
 	// Level is debug, info, warn or error.
-	Level string `yaml:"level"`
+	Level string `yaml:"level" berth:"live"`
 	// Format is json, text or auto (json when stderr is not a terminal).
 	Format string `yaml:"format"`
 }
@@ -160,7 +160,7 @@ func Default() Config {
 		UpstreamRetries:  3,
 		ShutdownTimeout:  Duration(30 * time.Second),
 		MaxHeaderBytes:   64 << 10,
-		MaxConnections:   1024,
+		MaxConnections:   256,
 		MaxManifestBytes: 4 << 20,
 		Cluster:          Cluster{Name: "berth"},
 		Log:              Log{Level: "info", Format: "auto"},
@@ -173,19 +173,51 @@ func Default() Config {
 
 // Error is a configuration error naming the key, the value and what is expected.
 type Error struct {
-	Key      string
-	Value    string
+	Key string
+	// Value is the value given. Error() never shows the value of a secret
+	// key or of a Hidden one, and replaces a URL's userinfo.
+	Value string
+	// Hidden withholds Value: set for unknown keys.
+	Hidden   bool
 	Expected string
 	// Where, if set, is the file and line.
 	Where string
 }
 
+// unknownKey is the error for a key berth does not know. Its value is not
+// shown: a misspelt "pasword" holds a password all the same.
+func unknownKey(key, expected string) *Error {
+	return &Error{Key: key, Hidden: true, Expected: expected}
+}
+
 func (e *Error) Error() string {
-	msg := fmt.Sprintf("config: %s: invalid value %q: expected %s", e.Key, e.Value, e.Expected)
+	var msg string
+	if e.Hidden || isSecret(e.Key) {
+		msg = fmt.Sprintf("config: %s: invalid (value not shown): expected %s", e.Key, e.Expected)
+	} else {
+		msg = fmt.Sprintf("config: %s: invalid value %q: expected %s", e.Key, stripUserinfo(e.Value), e.Expected)
+	}
 	if e.Where != "" {
 		msg += " (" + e.Where + ")"
 	}
 	return msg
+}
+
+// stripUserinfo replaces what may be credentials in a URL-like value
+// (https://user:token@host, user:token@host, NAME=https://user:token@host)
+// with REDACTED: everything from the start of the authority to the last '@'.
+func stripUserinfo(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		start = i + len("://")
+	} else if i := strings.IndexByte(s, '='); i >= 0 && i < at {
+		start = i + 1
+	}
+	return s[:start] + redacted + s[at:]
 }
 
 // Validate checks every key and returns the first problem as an *Error.
@@ -286,11 +318,10 @@ func ValidRegistryName(s string) bool {
 
 // Redacted returns a copy with secrets replaced, safe to log or return over RPC.
 func (c Config) Redacted() Config {
+	c = redactKeys(c) // every key tagged berth:"secret"
 	ups := make(map[string]Upstream, len(c.Upstreams))
 	for n, u := range c.Upstreams {
-		if u.Password != "" {
-			u.Password = "REDACTED"
-		}
+		u = u.redacted()
 		ups[n] = u
 	}
 	c.Upstreams = ups

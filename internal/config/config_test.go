@@ -162,8 +162,8 @@ func TestKeysHaveEnvNames(t *testing.T) {
 		t.Fatalf("keys: %v", keys)
 	}
 	for _, k := range keys {
-		if !strings.HasPrefix(EnvName(k), "BERTH_") || strings.Contains(EnvName(k), ".") {
-			t.Errorf("env name for %s: %s", k, EnvName(k))
+		if k.Env != EnvName(k.Name) || !strings.HasPrefix(k.Env, "BERTH_") || strings.Contains(k.Env, ".") {
+			t.Errorf("env name for %s: %s", k.Name, k.Env)
 		}
 	}
 }

@@ -93,53 +93,48 @@ func EnvName(key string) string {
 	return "BERTH_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
-// Keys lists every scalar key with its dotted name, for docs and env lookups.
-func Keys() []string {
-	var keys []string
-	_ = walk(reflect.ValueOf(new(Config)).Elem(), "", func(key string, _ reflect.Value) error {
-		keys = append(keys, key)
-		return nil
-	})
-	return keys
-}
-
 func applyEnv(c *Config, getenv func(string) (string, bool)) error {
-	if v, ok := getenv("BERTH_UPSTREAMS"); ok && v != "" {
-		for _, kv := range strings.Split(v, ",") {
-			if err := c.SetUpstream(kv); err != nil {
+	for _, k := range Keys() {
+		v, ok := getenv(k.Env)
+		if !ok {
+			continue
+		}
+		if k.Name == keyUpstreams {
+			if err := c.setUpstreams(v); err != nil {
 				return err
 			}
+			continue
+		}
+		if err := setScalar(k.field(c), v); err != nil {
+			return &Error{Key: k.Name + " (" + k.Env + ")", Value: v, Expected: err.Error(), Hidden: k.Secret}
 		}
 	}
-	return walk(reflect.ValueOf(c).Elem(), "", func(key string, f reflect.Value) error {
-		v, ok := getenv(EnvName(key))
-		if !ok {
-			return nil
-		}
-		if err := setScalar(f, v); err != nil {
-			return &Error{Key: key + " (" + EnvName(key) + ")", Value: v, Expected: err.Error()}
-		}
+	return nil
+}
+
+// setUpstreams applies BERTH_UPSTREAMS: NAME=URL,NAME=URL.
+func (c *Config) setUpstreams(v string) error {
+	if v == "" {
 		return nil
-	})
+	}
+	for _, kv := range strings.Split(v, ",") {
+		if err := c.SetUpstream(kv); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Set assigns a scalar key from its string form, as flags and env do.
 func (c *Config) Set(key, value string) error {
-	found := false
-	err := walk(reflect.ValueOf(c).Elem(), "", func(k string, f reflect.Value) error {
-		if k != key {
-			return nil
-		}
-		found = true
-		if err := setScalar(f, value); err != nil {
-			return &Error{Key: key, Value: value, Expected: err.Error()}
-		}
-		return nil
-	})
-	if err == nil && !found {
-		return &Error{Key: key, Value: value, Expected: "a known key"}
+	k, ok := LookupKey(key)
+	if !ok || k.Name == keyUpstreams {
+		return unknownKey(key, "a known key")
 	}
-	return err
+	if err := setScalar(k.field(c), value); err != nil {
+		return &Error{Key: key, Value: value, Expected: err.Error(), Hidden: k.Secret}
+	}
+	return nil
 }
 
 // SetUpstream adds or replaces an upstream from NAME=URL.
@@ -164,33 +159,6 @@ var (
 	sizeType     = reflect.TypeOf(Size(0))
 	durationType = reflect.TypeOf(Duration(0))
 )
-
-// walk visits the scalar fields of a struct, named by their yaml tags joined with dots.
-func walk(v reflect.Value, prefix string, fn func(key string, f reflect.Value) error) error {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		sf := t.Field(i)
-		tag := strings.Split(sf.Tag.Get("yaml"), ",")[0]
-		if tag == "" || tag == "-" {
-			continue
-		}
-		key := prefix + tag
-		f := v.Field(i)
-		switch f.Kind() {
-		case reflect.Struct:
-			if err := walk(f, key+".", fn); err != nil {
-				return err
-			}
-		case reflect.Map:
-			// upstreams: set through SetUpstream / BERTH_UPSTREAMS.
-		default:
-			if err := fn(key, f); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
 
 func setScalar(f reflect.Value, s string) error {
 	switch {
@@ -254,7 +222,9 @@ func applyUpstreams(c *Config, n *yaml.Node) error {
 			case "password_file":
 				u.PasswordFile = val
 			default:
-				return &Error{Key: key + "." + k, Value: val, Expected: "one of url, username, password, password_file", Where: fmt.Sprintf("line %d", v.Content[j].Line)}
+				e := unknownKey(key+"."+k, "one of url, username, password, password_file")
+				e.Where = fmt.Sprintf("line %d", v.Content[j].Line)
+				return e
 			}
 		}
 		c.Upstreams[name] = u

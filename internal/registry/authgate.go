@@ -206,11 +206,11 @@ func notFoundCode(req *request) string {
 // putManifest stores a manifest fetched for req; for a private repository
 // the digest is marked private first, so the manifest is never in the store
 // unmarked.
-func (h *Handler) putManifest(req *request, body []byte, info store.Info) error {
+func (h *Handler) putManifest(req *request, body []byte, nm store.NewManifest) (store.Info, error) {
 	if req.private {
-		if err := h.opts.Auth.markObject(repoID(req), info.Digest); err != nil {
-			return err
+		if err := h.opts.Auth.markObject(repoID(req), nm.Digest); err != nil {
+			return store.Info{}, err
 		}
 	}
-	return h.opts.Store.PutManifest(body, info)
+	return h.opts.Store.PutManifest(body, nm)
 }

@@ -34,7 +34,7 @@ func (h *Handler) headObject(ctx context.Context, c *upstream.Client, req *reque
 	if req.path.Kind == KindBlob {
 		_, err = c.HeadBlob(ctx, req.target.Repository, digest.Digest(req.path.Reference))
 	} else {
-		_, err = c.HeadManifest(ctx, req.target.Repository, req.path.Reference, "")
+		_, err = c.HeadManifest(ctx, req.target.Repository, req.path.Reference)
 	}
 	res := classifyCheck(err)
 	h.opts.Auth.checks.WithLabelValues(checkNames[res]).Inc()

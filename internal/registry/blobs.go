@@ -34,7 +34,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 	// A store hit may race with eviction; a fill may finish between our
 	// store miss and joining it. Two rounds settle both.
 	for range 2 {
-		f, info, err := h.opts.Store.Open(dg)
+		f, info, err := h.opts.Store.OpenBlob(dg)
 		if err == nil {
 			defer f.Close()
 			adviseSequential(f)
@@ -144,7 +144,7 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 // reports false, having sent nothing, if the content is not in the store
 // (evicted already), so the caller goes on from the fill's file.
 func (h *Handler) sendStored(w http.ResponseWriter, dg digest.Digest, off, length int64) (int64, bool) {
-	f, _, err := h.opts.Store.Open(dg)
+	f, _, err := h.opts.Store.OpenBlob(dg)
 	if err != nil {
 		return 0, false
 	}

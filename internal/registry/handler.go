@@ -7,6 +7,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -42,6 +43,9 @@ type Options struct {
 	UpstreamTimeout time.Duration
 	// MaxHeaderBytes rejects requests with larger headers with 431 (0: no check).
 	MaxHeaderBytes int
+	// MaxManifestBytes caps a manifest read from upstream or from the store
+	// (0: 4 MiB, distribution's cap).
+	MaxManifestBytes int64
 	// Source, if set, replaces the upstream as where blobs come from (it gets
 	// the upstream source to fall back on).
 	Source func(up fetch.Source) fetch.Source
@@ -62,6 +66,8 @@ type Handler struct {
 	m      *metrics.Metrics
 	// manifests coalesces concurrent manifest and tag resolutions.
 	manifests singleflight.Group
+	// tagLists holds a token per tags/list request in flight.
+	tagLists chan struct{}
 }
 
 // New returns a Handler.
@@ -81,7 +87,7 @@ func New(opts Options) *Handler {
 	if opts.Auth == nil {
 		opts.Auth = NewAuth(AuthOptions{Marks: opts.Store, Logger: opts.Logger})
 	}
-	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics}
+	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics, tagLists: make(chan struct{}, maxTagLists)}
 	h.router = Router{
 		Known:   func(n string) bool { _, ok := opts.Upstreams.Lookup(n); return ok },
 		Default: opts.DefaultRegistry,
@@ -152,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("error", err.Error()))...)
 		} else if e.Status == http.StatusBadRequest || e.Status == http.StatusRequestHeaderFieldsTooLarge ||
 			e.Status == http.StatusRequestedRangeNotSatisfiable {
-			h.m.BadRequests.WithLabelValues(e.Code).Inc()
+			h.m.BadRequests.WithLabelValues(codeLabel(e.Code)).Inc()
 			h.log.LogAttrs(r.Context(), slog.LevelInfo, "rejected request", append(attrs,
 				slog.String("method", r.Method), slog.String("code", e.Code), slog.String("error", e.Message))...)
 		}
@@ -164,13 +170,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	h.m.Requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
+	h.m.Requests.WithLabelValues(route, methodLabel(r.Method), statusLabel(status)).Inc()
 	d := h.opts.Now().Sub(start)
 	h.m.RequestDuration.WithLabelValues(route).Observe(d.Seconds())
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
 		h.log.LogAttrs(r.Context(), slog.LevelDebug, "request", append(attrs,
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", status),
 			slog.Int64("bytes", rec.bytes), slog.Duration("took", d))...)
+	}
+	if errors.Is(err, errAbortResponse) {
+		// net/http closes the connection without ending the response.
+		panic(http.ErrAbortHandler)
 	}
 }
 
@@ -208,6 +218,61 @@ func (h *Handler) checkHeaders(r *http.Request) error {
 	return nil
 }
 
+// Metric labels come from closed sets: every distinct value is a series kept
+// for the life of the process, so a value taken from a request (any method
+// token, any status) would let clients grow berth's memory without bound.
+
+// methodLabel is the method as a metric label: GET, HEAD or other.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead:
+		return m
+	}
+	return "other"
+}
+
+// statusLabels are the statuses berth answers with; anything else is "other".
+var statusLabels = func() map[int]string {
+	m := map[int]string{}
+	for _, c := range []int{200, 206, 304, 400, 401, 403, 404, 405, 412, 416, 429, 431, 500, 502, 503, 504} {
+		m[c] = strconv.Itoa(c)
+	}
+	return m
+}()
+
+func statusLabel(code int) string {
+	if l, ok := statusLabels[code]; ok {
+		return l
+	}
+	return "other"
+}
+
+// codeLabels are berth's OCI error codes.
+var codeLabels = map[string]bool{
+	CodeBlobUnknown: true, CodeDigestInvalid: true, CodeManifestUnknown: true, CodeManifestInvalid: true,
+	CodeNameInvalid: true, CodeNameUnknown: true, CodeUnauthorized: true, CodeDenied: true,
+	CodeUnsupported: true, CodeRangeInvalid: true, CodeTooManyRequests: true, CodeUnavailable: true,
+	CodeTooLarge: true, CodePaginationInvalid: true,
+}
+
+func codeLabel(code string) string {
+	if codeLabels[code] {
+		return code
+	}
+	return "other"
+}
+
+// ErrorBody is the OCI error body for code and message, for answers written
+// outside a handler (the connection gate's 431).
+func ErrorBody(code, message string) []byte {
+	b, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: code, Message: message}}})
+	return b
+}
+
+// WriteError writes err as the OCI error body with its status, as the
+// handler does, for answers decided in front of it (connection overload).
+func WriteError(w http.ResponseWriter, r *http.Request, err error) { writeError(w, r, asError(err)) }
+
 // upstreamError maps an upstream failure to what the client sees. notFound is
 // the code for a 404 (MANIFEST_UNKNOWN or BLOB_UNKNOWN). It counts and logs
 // nothing: that happens once where the upstream was called (countFailure, or
@@ -227,27 +292,50 @@ func upstreamError(t Target, err error, notFound string) error {
 		case http.StatusForbidden:
 			return newError(http.StatusForbidden, CodeDenied, "upstream %s denied access to %s", t.Registry, t.Repository)
 		case http.StatusTooManyRequests:
-			return newError(http.StatusTooManyRequests, CodeTooManyRequests, "upstream %s is rate limiting", t.Registry)
+			e := newError(http.StatusTooManyRequests, CodeTooManyRequests, "upstream %s is rate limiting", t.Registry)
+			if d, ok := upstream.RetryAfter(err); ok {
+				// Whole seconds, rounded up: never ask the client back early.
+				e.Header = http.Header{"Retry-After": {strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)}}
+			}
+			return e
 		}
+	}
+	if errors.Is(err, upstream.ErrRefused) {
+		return newError(http.StatusBadGateway, CodeUnavailable, "upstream %s pointed berth where it does not follow (scheme or address refused)", t.Registry)
 	}
 	return newError(http.StatusBadGateway, CodeUnavailable, "upstream %s failed: %s", t.Registry, failureReason(err))
 }
 
+// failureReason is the reason label of an upstream failure: a closed set.
 func failureReason(err error) string {
+	var se *upstream.StatusError
 	switch {
 	case errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, fetch.ErrVerify), errors.Is(err, store.ErrDigestMismatch):
 		return "digest_mismatch"
 	case errors.Is(err, upstream.ErrTooLarge):
 		return "too_large"
+	case errors.Is(err, upstream.ErrRefused):
+		return "refused"
+	case errors.As(err, &se) && se.Status == http.StatusTooManyRequests:
+		return "rate_limited"
+	case errors.Is(err, errInvalidManifest):
+		return "invalid_manifest"
 	}
 	return "unavailable"
 }
 
 // countFailure records one failed upstream call: counted and logged, unless
-// it was a definite answer (404, 401, 403), which is no failure of the upstream.
+// it was a definite answer (404, 401, 403), which is no failure of the
+// upstream, or the call ended because the client that made it went away
+// (ctx is that client's request context).
 func (h *Handler) countFailure(ctx context.Context, t Target, err error) {
 	var se *upstream.StatusError
 	if errors.As(err, &se) && se.Status < 500 && se.Status != http.StatusTooManyRequests {
+		return
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		h.log.LogAttrs(ctx, slog.LevelDebug, "client went away during an upstream request",
+			slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
 		return
 	}
 	reason := failureReason(err)
@@ -256,7 +344,7 @@ func (h *Handler) countFailure(ctx context.Context, t Target, err error) {
 	}
 	h.m.UpstreamErrors.WithLabelValues(t.Registry, reason).Inc()
 	h.log.LogAttrs(ctx, slog.LevelWarn, "upstream failed", slog.String("upstream", t.Registry),
-		slog.String("repo", t.Repository), slog.String("error", err.Error()))
+		slog.String("repo", t.Repository), slog.String("reason", reason), slog.String("error", err.Error()))
 }
 
 // recorder notes the status and bytes written, for metrics and logs.

@@ -20,6 +20,7 @@ func TestPullAPI(t *testing.T) {
 	s := newStack(t, up, time.Minute)
 	layer := img.layers[1]
 	data := img.data[layer]
+	before := up.snapshot() // after the pushes
 
 	tests := []struct {
 		name       string
@@ -100,9 +101,18 @@ func TestPullAPI(t *testing.T) {
 			}
 		})
 	}
-	for _, p := range []string{"evil.example.com", "Test"} {
-		if n := up.count("GET", "/v2/"+p); n != 0 {
-			t.Errorf("denied request reached upstream")
+	// The refused requests reach the upstream under no path they could be
+	// mapped to (prefixed or not, library/ added or not), and no write does.
+	refused := []string{"evil.example.com", "/x/manifests/latest", "/Test/", "/../", strings.Repeat("a", 300), "md5:", "sha256:zz", "/nothing/"}
+	for key, n := range up.countsSince(before) {
+		method, path, _ := strings.Cut(key, " ")
+		if method != "GET" && method != "HEAD" {
+			t.Errorf("%d %s requests reached the upstream", n, key)
+		}
+		for _, r := range refused {
+			if strings.Contains(path, r) {
+				t.Errorf("a refused request reached the upstream: %s (%d)", key, n)
+			}
 		}
 	}
 }

@@ -2,12 +2,10 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -15,23 +13,30 @@ import (
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
-// manifest is a manifest ready to serve.
+// defaultMaxManifestBytes is distribution's cap on a manifest; config's
+// max_manifest_bytes replaces it.
+const defaultMaxManifestBytes = 4 << 20
+
+// manifest is a manifest ready to serve: info.MediaType is its type for the
+// repository it was asked through.
 type manifest struct {
 	body []byte
 	info store.Info
 }
 
-// serveManifest answers GET/HEAD /v2/<name>/manifests/<reference>.
+// serveManifest answers GET/HEAD /v2/<name>/manifests/<reference>. The
+// client's Accept header plays no part: a tag resolves to its real content
+// (asked upstream with every modern type), served with its real type, as
+// modern registries do; a narrowed answer would be cached for every client.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, req *request) error {
 	ref := req.path.Reference
-	accept := upstreamAccept(r.Header.Values("Accept"))
 	var m manifest
 	var err error
 	if IsDigest(ref) {
-		m, err = h.manifestByDigest(r.Context(), req, digest.Digest(ref), accept)
+		m, err = h.manifestByDigest(r.Context(), req, digest.Digest(ref))
 	} else {
-		m, err = h.manifestByTag(r.Context(), req, ref, accept)
+		m, err = h.manifestByTag(r.Context(), req, ref)
 	}
 	if err != nil {
 		return err
@@ -48,35 +53,44 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, req *req
 	return nil
 }
 
-func (h *Handler) manifestByDigest(ctx context.Context, req *request, dg digest.Digest, accept string) (manifest, error) {
-	if body, info, err := h.opts.Store.ReadManifest(dg); err == nil {
-		h.m.Cache.WithLabelValues("manifest", "hit").Inc()
-		return manifest{body, info}, nil
-	} else if !store.IsNotFound(err) {
-		return manifest{}, err
+func (h *Handler) maxManifestBytes() int64 {
+	if h.opts.MaxManifestBytes > 0 {
+		return h.opts.MaxManifestBytes
 	}
-	h.m.Cache.WithLabelValues("manifest", "miss").Inc()
-	return h.fetchManifest(ctx, req, dg.String(), accept)
+	return defaultMaxManifestBytes
 }
 
-// fetchManifest GETs a manifest upstream (coalesced), verifies and stores it.
-func (h *Handler) fetchManifest(ctx context.Context, req *request, ref, accept string) (manifest, error) {
-	key := "m\x00" + req.target.String() + "\x00" + ref + "\x00" + accept
-	v, err, _ := h.manifests.Do(key, func() (any, error) {
+// cachedManifest reads dg from the store as a manifest for req's repository.
+// It reports a miss (false, nil) for anything the upstream must answer: not
+// stored, stored as a blob (a layer's digest asked as a manifest is never
+// read into memory), over the cap, or with no type known for this repository.
+func (h *Handler) cachedManifest(req *request, dg digest.Digest) (manifest, bool, error) {
+	body, info, err := h.opts.Store.ReadManifest(req.target.String(), dg, h.maxManifestBytes())
+	switch {
+	case err == nil:
+		return manifest{body, info}, true, nil
+	case store.IsNotFound(err), errors.Is(err, store.ErrTooLarge):
+		return manifest{}, false, nil
+	default:
+		return manifest{}, false, err
+	}
+}
+
+func (h *Handler) manifestByDigest(ctx context.Context, req *request, dg digest.Digest) (manifest, error) {
+	m, ok, err := h.cachedManifest(req, dg)
+	if err != nil {
+		return manifest{}, err
+	}
+	if ok {
+		h.m.Cache.WithLabelValues("manifest", "hit").Inc()
+		return m, nil
+	}
+	h.m.Cache.WithLabelValues("manifest", "miss").Inc()
+	v, err, _ := h.manifests.Do("m\x00"+req.target.String()+"\x00"+dg.String(), func() (any, error) {
 		// Detached: the result serves every waiter, not just the first client.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.UpstreamTimeout)
 		defer cancel()
-		body, d, err := req.client.GetManifest(fctx, req.target.Repository, ref, accept)
-		if err != nil {
-			h.countFailure(ctx, req.target, err)
-			return nil, err
-		}
-		info := store.Info{Digest: d.Digest, MediaType: manifestMediaType(d.MediaType, body), Repository: req.target.String()}
-		if err := h.putManifest(req, body, info); err != nil {
-			return nil, err
-		}
-		info.Size = int64(len(body))
-		return manifest{body, info}, nil
+		return h.fetchManifest(fctx, req, dg.String())
 	})
 	if err != nil {
 		return manifest{}, upstreamError(req.target, err, CodeManifestUnknown)
@@ -84,31 +98,51 @@ func (h *Handler) fetchManifest(ctx context.Context, req *request, ref, accept s
 	return v.(manifest), nil
 }
 
+// fetchManifest GETs ref upstream (its bytes verified against its digest,
+// and capped), checks its type and stores it. Failures are counted here.
+func (h *Handler) fetchManifest(ctx context.Context, req *request, ref string) (manifest, error) {
+	t := req.target
+	body, d, err := req.client.GetManifest(ctx, t.Repository, ref, h.maxManifestBytes())
+	var nm store.NewManifest
+	if err == nil {
+		nm, err = newManifest(t, d, body)
+	}
+	if err != nil {
+		h.countFailure(ctx, t, err)
+		return manifest{}, err
+	}
+	info, err := h.putManifest(req, body, nm)
+	if err != nil {
+		return manifest{}, err
+	}
+	return manifest{body, info}, nil
+}
+
 // manifestByTag resolves a tag at most once per TagTTL, serving the last known
 // digest when the upstream cannot be reached.
-func (h *Handler) manifestByTag(ctx context.Context, req *request, tag, accept string) (manifest, error) {
+func (h *Handler) manifestByTag(ctx context.Context, req *request, tag string) (manifest, error) {
 	t := req.target
 	known, kerr := h.opts.Store.Tag(t.Registry, t.Repository, tag)
-	if kerr == nil && h.opts.Now().Sub(known.Resolved) < h.opts.TagTTL && accepts(accept, known.MediaType) {
-		if body, info, err := h.opts.Store.ReadManifest(known.Digest); err == nil {
+	if kerr == nil && h.opts.Now().Sub(known.Resolved) < h.opts.TagTTL {
+		if m, ok, err := h.cachedManifest(req, known.Digest); ok && err == nil {
 			h.m.Cache.WithLabelValues("manifest", "hit").Inc()
-			return manifest{body, info}, nil
+			return m, nil
 		}
 	}
-	m, err := h.resolveTag(ctx, req, tag, accept)
+	m, err := h.resolveTag(ctx, req, tag)
 	if err == nil {
 		return m, nil
 	}
 	var rerr *resolveError
 	if kerr == nil && errors.As(err, &rerr) && upstream.IsUnavailable(rerr.err) {
-		if body, info, serr := h.opts.Store.ReadManifest(known.Digest); serr == nil {
+		if m, ok, serr := h.cachedManifest(req, known.Digest); ok && serr == nil {
 			h.m.StaleTags.WithLabelValues(t.Registry).Inc()
 			h.m.Cache.WithLabelValues("manifest", "stale").Inc()
 			h.log.LogAttrs(ctx, slog.LevelWarn, "serving stale tag: upstream unavailable",
 				slog.String("upstream", t.Registry), slog.String("repo", t.Repository), slog.String("tag", tag),
 				slog.String("digest", known.Digest.String()), slog.Time("resolved", known.Resolved),
 				slog.String("error", rerr.err.Error()))
-			return manifest{body, info}, nil
+			return m, nil
 		}
 	}
 	if errors.As(err, &rerr) {
@@ -124,49 +158,23 @@ type resolveError struct{ err error }
 func (e *resolveError) Error() string { return e.err.Error() }
 func (e *resolveError) Unwrap() error { return e.err }
 
-func (h *Handler) resolveTag(ctx context.Context, req *request, tag, accept string) (manifest, error) {
+// resolveTag asks the upstream what tag is now (one HEAD for all concurrent
+// askers, whatever their Accept), fetches the manifest if it is not cached,
+// and records the resolution.
+func (h *Handler) resolveTag(ctx context.Context, req *request, tag string) (manifest, error) {
 	t := req.target
-	key := "t\x00" + t.String() + "\x00" + tag + "\x00" + accept
-	v, err, _ := h.manifests.Do(key, func() (any, error) {
+	v, err, _ := h.manifests.Do("t\x00"+t.String()+"\x00"+tag, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.UpstreamTimeout)
 		defer cancel()
-		d, err := req.client.HeadManifest(fctx, t.Repository, tag, accept)
+		m, err := h.headTag(fctx, req, tag)
 		if err != nil {
-			h.countFailure(ctx, t, err)
-			return nil, &resolveError{err}
+			return nil, err
 		}
-		var body []byte
-		var info store.Info
-		if d.Digest != "" {
-			body, info, err = h.opts.Store.ReadManifest(d.Digest)
-		}
-		if d.Digest == "" || err != nil {
-			// Not cached (or the upstream gave no digest on HEAD): GET it,
-			// by digest when known so the bytes are verified against it.
-			ref := tag
-			if d.Digest != "" {
-				ref = d.Digest.String()
-			}
-			h.m.Cache.WithLabelValues("manifest", "miss").Inc()
-			b, gd, gerr := req.client.GetManifest(fctx, t.Repository, ref, accept)
-			if gerr != nil {
-				h.countFailure(ctx, t, gerr)
-				return nil, &resolveError{gerr}
-			}
-			info = store.Info{Digest: gd.Digest, MediaType: manifestMediaType(gd.MediaType, b), Repository: t.String()}
-			if err := h.putManifest(req, b, info); err != nil {
-				return nil, err
-			}
-			info.Size = int64(len(b))
-			body = b
-		} else {
-			h.m.Cache.WithLabelValues("manifest", "hit").Inc()
-		}
-		rec := store.Tag{Digest: info.Digest, MediaType: info.MediaType, Resolved: h.opts.Now()}
+		rec := store.Tag{Digest: m.info.Digest, MediaType: m.info.MediaType, Resolved: h.opts.Now()}
 		if err := h.opts.Store.SetTag(t.Registry, t.Repository, tag, rec); err != nil {
-			h.log.Warn("recording tag", "error", err)
+			h.log.Warn("recording tag", "upstream", t.Registry, "repo", t.Repository, "tag", tag, "error", err)
 		}
-		return manifest{body, info}, nil
+		return m, nil
 	})
 	if err != nil {
 		return manifest{}, err
@@ -174,62 +182,29 @@ func (h *Handler) resolveTag(ctx context.Context, req *request, tag, accept stri
 	return v.(manifest), nil
 }
 
-// manifestMediaType is the upstream's Content-Type, or the mediaType field of
-// the manifest when the upstream sent none useful.
-func manifestMediaType(ct string, body []byte) string {
-	ct = strings.TrimSpace(strings.Split(ct, ";")[0])
-	if ct != "" && ct != "application/octet-stream" && ct != "text/plain" {
-		return ct
+func (h *Handler) headTag(ctx context.Context, req *request, tag string) (manifest, error) {
+	d, err := req.client.HeadManifest(ctx, req.target.Repository, tag)
+	if err != nil {
+		h.countFailure(ctx, req.target, err)
+		return manifest{}, &resolveError{err}
 	}
-	var probe struct {
-		MediaType     string          `json:"mediaType"`
-		SchemaVersion int             `json:"schemaVersion"`
-		Manifests     json.RawMessage `json:"manifests"`
-	}
-	if json.Unmarshal(body, &probe) == nil {
-		switch {
-		case probe.MediaType != "":
-			return probe.MediaType
-		case probe.Manifests != nil:
-			return "application/vnd.oci.image.index.v1+json"
-		case probe.SchemaVersion == 1:
-			return "application/vnd.docker.distribution.manifest.v1+prettyjws"
+	ref := tag
+	if d.Digest != "" {
+		m, ok, err := h.cachedManifest(req, d.Digest)
+		if err != nil {
+			return manifest{}, err
 		}
-	}
-	return "application/vnd.oci.image.manifest.v1+json"
-}
-
-// accepts reports whether a client's Accept header admits mediaType. An
-// empty header or */* admits anything.
-func accepts(accept, mediaType string) bool {
-	if accept == "" {
-		return true
-	}
-	for _, a := range strings.Split(accept, ",") {
-		a = strings.TrimSpace(strings.Split(a, ";")[0])
-		if a == mediaType || a == "*/*" {
-			return true
+		if ok {
+			h.m.Cache.WithLabelValues("manifest", "hit").Inc()
+			return m, nil
 		}
+		// By digest, so the bytes are verified against what HEAD said.
+		ref = d.Digest.String()
 	}
-	return false
-}
-
-// schema1Prefix starts Docker's deprecated schema 1 manifest types, which
-// registries convert to on the fly with unstable digests: never asked for.
-const schema1Prefix = "application/vnd.docker.distribution.manifest.v1+"
-
-// upstreamAccept keeps the manifest media types of a client's Accept
-// headers; with none (no header, or only */*) it returns "" so the upstream
-// client sends its full default list.
-func upstreamAccept(values []string) string {
-	var keep []string
-	for _, v := range values {
-		for _, a := range strings.Split(v, ",") {
-			mt := strings.TrimSpace(strings.Split(a, ";")[0])
-			if strings.HasPrefix(mt, "application/vnd.") && !strings.HasPrefix(mt, schema1Prefix) {
-				keep = append(keep, mt)
-			}
-		}
+	h.m.Cache.WithLabelValues("manifest", "miss").Inc()
+	m, err := h.fetchManifest(ctx, req, ref)
+	if err != nil {
+		return manifest{}, &resolveError{err}
 	}
-	return strings.Join(keep, ", ")
+	return m, nil
 }

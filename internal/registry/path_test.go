@@ -88,7 +88,10 @@ func TestResolve(t *testing.T) {
 		{"quay.io/x/y", "", Target{}, CodeDenied},
 		{"x", "quay.io", Target{}, CodeDenied},
 		{"x", "bad/ns", Target{}, CodeNameInvalid},
-		{"ghcr.io", "", Target{}, CodeDenied}, // one component: a repository on the default, not a registry
+		// One component is a repository on the default, never a registry,
+		// known (ghcr.io) or not (quay.io).
+		{"ghcr.io", "", Target{"docker.io", "library/ghcr.io"}, ""},
+		{"quay.io", "", Target{"docker.io", "library/quay.io"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"?"+tt.ns, func(t *testing.T) {
@@ -96,9 +99,6 @@ func TestResolve(t *testing.T) {
 			if tt.errCode != "" {
 				var e *Error
 				if !errors.As(err, &e) || e.Code != tt.errCode {
-					if tt.name == "ghcr.io" && err == nil {
-						return // "ghcr.io" is a valid docker.io repository name
-					}
 					t.Fatalf("err = %v, want code %s", err, tt.errCode)
 				}
 				return
@@ -223,24 +223,4 @@ func FuzzRange(f *testing.F) {
 			t.Fatalf("checkRange(%q, %d) = %+v outside the blob", h, size, rg)
 		}
 	})
-}
-
-func TestUpstreamAccept(t *testing.T) {
-	tests := []struct {
-		in   []string
-		want string
-	}{
-		{nil, ""},
-		{[]string{"*/*"}, ""},
-		{[]string{"application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json"},
-			"application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"},
-		{[]string{"application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.5"},
-			"application/vnd.docker.distribution.manifest.v2+json"},
-		{[]string{"application/vnd.docker.distribution.manifest.v1+json"}, ""},
-	}
-	for _, tt := range tests {
-		if got := upstreamAccept(tt.in); got != tt.want {
-			t.Errorf("upstreamAccept(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
 }

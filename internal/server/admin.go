@@ -20,7 +20,7 @@ func (s *Server) startAdmin(listen string) (stop func() error, err error) {
 		Reload:   s.Reload,
 		InFlight: s.Fetcher.InFlight,
 		Listen:   listen,
-		Version:  Version,
+		Version:  s.version,
 		Started:  s.started,
 		Logger:   log,
 	})

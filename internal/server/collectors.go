@@ -1,10 +1,6 @@
 package server
 
 import (
-	"io"
-	"net"
-	"sync"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-mirror/berth/internal/fetch"
@@ -15,6 +11,10 @@ var (
 	storeBytesDesc   = prometheus.NewDesc("berth_store_bytes", "Bytes of content in the store.", nil, nil)
 	storeObjectsDesc = prometheus.NewDesc("berth_store_objects", "Blobs and manifests in the store.", nil, nil)
 	fillsDesc        = prometheus.NewDesc("berth_fills_running", "Digests being fetched now (coalesced).", nil, nil)
+	connsDesc        = prometheus.NewDesc("berth_connections_open",
+		"Client connections open, by slot: client (up to max_connections) or reserve (probes and /metrics only).", []string{"slot"}, nil)
+	reserveRefusedDesc = prometheus.NewDesc("berth_reserve_refused_total",
+		"Requests other than probes and /metrics refused with 503 on a connection accepted past max_connections.", nil, nil)
 )
 
 // storeCollector reads the store's usage at scrape time.
@@ -39,45 +39,17 @@ func (c inflightCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(fillsDesc, prometheus.GaugeValue, float64(c.fc.InFlight()))
 }
 
-// limitListener caps concurrent connections: Accept waits for a free slot,
-// so excess clients queue in the kernel's backlog instead of costing memory.
-func limitListener(l net.Listener, n int) net.Listener {
-	return &limited{Listener: l, sem: make(chan struct{}, n)}
+// connCollector reads the connection gate's counters at scrape time.
+type connCollector struct{ g *connGate }
+
+func (c connCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- connsDesc
+	ch <- reserveRefusedDesc
 }
 
-type limited struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limited) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
+func (c connCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range []slot{slotClient, slotReserve} {
+		ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, float64(c.g.open[s].Load()), s.String())
 	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+	ch <- prometheus.MustNewConstMetric(reserveRefusedDesc, prometheus.CounterValue, float64(c.g.reserveRefuse.Load()))
 }
-
-type limitedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
-}
-
-// ReadFrom keeps sendfile: net/http hands files to the connection's ReadFrom.
-func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(writerOnly{c.Conn}, r)
-}
-
-type writerOnly struct{ io.Writer }

@@ -5,28 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"reflect"
-	"sort"
 	"sync"
 	"sync/atomic"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/berth-mirror/berth/internal/config"
 )
-
-// liveKeys are the configuration keys config.reload applies without a
-// restart. Every other key that changes is reported as restart_required and
-// keeps its old value until then.
-var liveKeys = map[string]bool{
-	"upstreams":        true, // Upstreams.Set
-	"upstream_timeout": true, // new upstream clients, new registry handler
-	"upstream_retries": true, // new upstream clients
-	"default_upstream": true, // new registry handler
-	"tag_ttl":          true, // new registry handler
-	"max_disk":         true, // Store.SetMaxBytes
-	"log.level":        true, // the logger's LevelVar, when serve set one
-}
 
 // live is what a configuration reload swaps while the server runs.
 type live struct {
@@ -66,9 +49,10 @@ func (s *Server) current() config.Config {
 }
 
 // Reload re-reads the configuration and applies the keys that can change
-// live. An invalid configuration is refused (the error names the key) and
-// nothing changes. It returns the changed keys applied and those that need a
-// restart, each sorted.
+// live (those config marks live). An invalid configuration is refused (the
+// error names the key) and nothing changes. It returns the changed keys
+// applied and those that need a restart, each sorted; until the restart the
+// latter keep their old values.
 func (s *Server) Reload(_ context.Context) (applied, restart []string, err error) {
 	if s.live.load == nil {
 		return nil, nil, errors.New("config.reload: the server was started without a configuration source")
@@ -83,101 +67,82 @@ func (s *Server) Reload(_ context.Context) (applied, restart []string, err error
 		return nil, nil, err
 	}
 	old := s.current()
-	changed := changedKeys(old, next)
-	eff := old
-	for _, k := range changed {
-		if liveKeys[k] && (k != "log.level" || s.live.level != nil) {
+	for _, k := range config.Diff(old, next) {
+		if s.canApply(k) {
 			applied = append(applied, k)
 		} else {
 			restart = append(restart, k)
 		}
 	}
-	eff.Upstreams = next.Upstreams
-	eff.UpstreamTimeout = next.UpstreamTimeout
-	eff.UpstreamRetries = next.UpstreamRetries
-	eff.DefaultUpstream = next.DefaultUpstream
-	eff.TagTTL = next.TagTTL
-	eff.MaxDisk = next.MaxDisk
-	if s.live.level != nil {
-		eff.Log.Level = next.Log.Level
-	}
-	if has(applied, "upstreams", "upstream_timeout", "upstream_retries") {
-		if err := s.Upstreams.Set(eff, s.log); err != nil {
-			return nil, nil, err
-		}
-	}
-	if has(applied, "upstream_timeout", "default_upstream", "tag_ttl") && s.live.build != nil {
-		s.live.v2.set(s.live.build(eff))
-	}
-	if has(applied, "max_disk") {
-		s.Store.SetMaxBytes(int64(eff.MaxDisk))
-	}
-	if has(applied, "log.level") {
-		var l slog.Level
-		if l.UnmarshalText([]byte(eff.Log.Level)) == nil {
-			s.live.level.Set(l)
-		}
+	eff := config.Merge(old, next, applied)
+	if err := s.apply(eff, applied); err != nil {
+		return nil, nil, err
 	}
 	s.live.cfg.Store(&eff)
 	return applied, restart, nil
 }
 
-func has(list []string, keys ...string) bool {
-	for _, k := range keys {
-		for _, l := range list {
-			if l == k {
-				return true
-			}
-		}
+// effect is what putting a live key into force takes.
+type effect int
+
+const (
+	effUpstreams  effect = iota // new upstream clients (Upstreams.Set)
+	effHandler                  // a new registry handler
+	effStoreLimit               // Store.SetMaxBytes
+	effLogLevel                 // the logger's LevelVar
+)
+
+// effects lists what applying key takes; none means it cannot change live.
+// Every key config marks live has effects here (TestLiveKeysHaveEffects).
+func effects(key string) []effect {
+	switch key {
+	case "upstreams", "upstream_retries":
+		return []effect{effUpstreams}
+	case "upstream_timeout":
+		return []effect{effUpstreams, effHandler}
+	case "default_upstream", "tag_ttl", "max_manifest_bytes":
+		return []effect{effHandler}
+	case "max_disk":
+		return []effect{effStoreLimit}
+	case "log.level":
+		return []effect{effLogLevel}
 	}
-	return false
+	return nil
 }
 
-// changedKeys lists the dotted keys whose values differ, sorted; upstreams
-// count as one key.
-func changedKeys(a, b config.Config) []string {
-	var out []string
-	if !reflect.DeepEqual(a.Upstreams, b.Upstreams) {
-		out = append(out, "upstreams")
+// canApply reports whether a change of key can be put into force now.
+func (s *Server) canApply(key string) bool {
+	k, ok := config.LookupKey(key)
+	if !ok || !k.Live || len(effects(key)) == 0 {
+		return false
 	}
-	a.Upstreams, b.Upstreams = nil, nil
-	fa, fb := flatten(a), flatten(b)
-	for k, v := range fa {
-		if fb[k] != v {
-			out = append(out, k)
-		}
-	}
-	for k := range fb {
-		if _, ok := fa[k]; !ok {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
+	return key != "log.level" || s.live.level != nil // serve gives the level
 }
 
-// flatten renders c's scalar keys as dotted names and YAML strings.
-func flatten(c config.Config) map[string]string {
-	out := map[string]string{}
-	b, err := yaml.Marshal(c)
-	if err != nil {
-		return out
-	}
-	var m map[string]any
-	if yaml.Unmarshal(b, &m) != nil {
-		return out
-	}
-	var walk func(prefix string, m map[string]any)
-	walk = func(prefix string, m map[string]any) {
-		for k, v := range m {
-			if sub, ok := v.(map[string]any); ok {
-				walk(prefix+k+".", sub)
-				continue
-			}
-			s, _ := yaml.Marshal(v)
-			out[prefix+k] = string(s)
+// apply puts eff into force for the keys applied, each effect once.
+func (s *Server) apply(eff config.Config, applied []string) error {
+	need := map[effect]bool{}
+	for _, k := range applied {
+		for _, e := range effects(k) {
+			need[e] = true
 		}
 	}
-	walk("", m)
-	return out
+	if need[effUpstreams] {
+		if err := s.Upstreams.Set(eff, s.log); err != nil {
+			return err
+		}
+	}
+	if need[effHandler] && s.live.build != nil {
+		s.live.v2.set(s.live.build(eff))
+	}
+	if need[effStoreLimit] {
+		s.Store.SetMaxBytes(int64(eff.MaxDisk))
+	}
+	if need[effLogLevel] {
+		var l slog.Level
+		if l.UnmarshalText([]byte(eff.Log.Level)) == nil {
+			s.live.level.Set(l)
+		}
+	}
+	return nil
 }

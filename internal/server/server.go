@@ -27,9 +27,6 @@ import (
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
-// Version is reported in the User-Agent sent upstream.
-var Version = "dev"
-
 // Server is one berth instance.
 type Server struct {
 	cfg       config.Config
@@ -41,13 +38,30 @@ type Server struct {
 	handler   http.Handler
 	ready     atomic.Bool
 	started   time.Time
-	live      live // what config.reload swaps (reload.go)
+	version   string
+	conns     *connGate // client slots and the probe reserve (listener.go)
+	live      live      // what config.reload swaps (reload.go)
 }
 
+// Option configures New beyond the configuration file's keys.
+type Option func(*options)
+
+type options struct {
+	version string
+}
+
+// WithVersion sets the version reported in the User-Agent sent upstream and
+// by the admin status method (default "dev").
+func WithVersion(v string) Option { return func(o *options) { o.version = v } }
+
 // New opens the store and builds the handler; it does not listen yet.
-func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	o := options{version: "dev"}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	m := metrics.New()
 	m.Registry.MustRegister(sysinfo.NewCollector(sysinfo.Reader{}))
@@ -59,7 +73,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ups, err := NewUpstreams(cfg, log)
+	ups, err := NewUpstreams(cfg, log, "berth/"+o.version)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -71,20 +85,23 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		Logger:     log.With("component", "fetch"),
 		Observer:   metrics.FillObserver{M: m},
 	})
-	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now()}
+	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now(),
+		version: o.version}
+	s.conns = newConnGate(cfg, log.With("component", "http"), func() { m.BadRequests.WithLabelValues(registry.CodeTooLarge).Inc() })
 	auth := newAuth(cfg, st, m, log)
 	s.live.build = func(cfg config.Config) http.Handler {
 		return registry.New(registry.Options{
-			Auth:            auth,
-			Store:           st,
-			Fetcher:         fc,
-			Upstreams:       ups,
-			Metrics:         m,
-			DefaultRegistry: cfg.DefaultUpstream,
-			TagTTL:          cfg.TagTTL.D(),
-			UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
-			MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
-			Logger:          log.With("component", "registry"),
+			Auth:             auth,
+			Store:            st,
+			Fetcher:          fc,
+			Upstreams:        ups,
+			Metrics:          m,
+			DefaultRegistry:  cfg.DefaultUpstream,
+			TagTTL:           cfg.TagTTL.D(),
+			MaxManifestBytes: int64(cfg.MaxManifestBytes),
+			UpstreamTimeout:  2 * cfg.UpstreamTimeout.D(),
+			MaxHeaderBytes:   int(cfg.MaxHeaderBytes),
+			Logger:           log.With("component", "registry"),
 		})
 	}
 	s.live.v2.set(s.live.build(cfg))
@@ -107,7 +124,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	m.Registry.MustRegister(storeCollector{st}, inflightCollector{fc})
+	m.Registry.MustRegister(storeCollector{st}, inflightCollector{fc}, connCollector{s.conns})
 	return s, nil
 }
 
@@ -128,11 +145,9 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 // Run serves on ln until ctx ends, then stops accepting, lets responses in
 // flight finish for up to shutdown_timeout, and closes the store.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	if s.cfg.MaxConnections > 0 {
-		ln = limitListener(ln, s.cfg.MaxConnections)
-	}
+	ln = s.conns.listen(ln)
 	hs := &http.Server{
-		Handler:           s.handler,
+		Handler:           s.conns.handler(s.handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		// No ReadTimeout: its deadline stays on the connection while the
 		// handler runs, and net/http's background read then cancels the
@@ -140,9 +155,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		// no body; ReadHeaderTimeout bounds slow clients on the way in and
 		// per-write deadlines on the way out.
 		IdleTimeout: 120 * time.Second,
-		// Go adds 4 KiB of slack; the registry handler answers bigger headers
-		// than max_header_bytes with an OCI 431, this is the hard backstop.
-		MaxHeaderBytes: 2 * int(s.cfg.MaxHeaderBytes),
+		// The registry handler answers headers over max_header_bytes with an
+		// OCI 431, and the connection gate answers past its cap before
+		// net/http would (Go adds 4 KiB of slack to this backstop).
+		MaxHeaderBytes: s.conns.headerCap,
+		ConnState:      s.conns.connState,
+		ConnContext:    s.conns.connContext,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -150,6 +168,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		_ = ln.Close()
 		return errors.Join(err, s.Close())
+	}
+	stopMetrics, err := s.startMetrics(ctx)
+	if err != nil {
+		return errors.Join(err, ln.Close(), stopAdmin(), s.Close())
 	}
 	flushDone := make(chan struct{})
 	go s.flushLoop(ctx, flushDone)
@@ -178,7 +200,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	err = errors.Join(err, stopAdmin())
+	err = errors.Join(err, stopMetrics(), stopAdmin())
 	return errors.Join(err, s.Close())
 }
 
@@ -205,13 +227,15 @@ func (s *Server) flushLoop(ctx context.Context, done chan<- struct{}) {
 
 // Upstreams is the set of registries berth may contact.
 type Upstreams struct {
-	mu sync.RWMutex
-	m  map[string]*upstream.Client
+	mu        sync.RWMutex
+	m         map[string]*upstream.Client
+	userAgent string
 }
 
-// NewUpstreams builds a client for every configured and built-in registry.
-func NewUpstreams(cfg config.Config, log *slog.Logger) (*Upstreams, error) {
-	u := &Upstreams{m: map[string]*upstream.Client{}}
+// NewUpstreams builds a client for every configured and built-in registry;
+// they send userAgent upstream.
+func NewUpstreams(cfg config.Config, log *slog.Logger, userAgent string) (*Upstreams, error) {
+	u := &Upstreams{m: map[string]*upstream.Client{}, userAgent: userAgent}
 	return u, u.Set(cfg, log)
 }
 
@@ -226,7 +250,7 @@ func (u *Upstreams) Set(cfg config.Config, log *slog.Logger) error {
 				Retries:   cfg.UpstreamRetries,
 				Transport: base,
 				Logger:    log.With("component", "upstream"),
-				UserAgent: "berth/" + Version,
+				UserAgent: u.userAgent,
 			})
 		if err != nil {
 			return fmt.Errorf("config: upstreams.%s: %w", name, err)

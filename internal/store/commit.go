@@ -1,14 +1,12 @@
 package store
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -68,55 +66,10 @@ func (s *Store) Commit(f *os.File, info Info, verified bool) error {
 	syncDir(filepath.Dir(dst))
 	now := time.Now()
 	info.Added, info.LastAccess = now, now
-	added, err := s.record(info)
-	if err != nil {
+	if _, err := s.record(info); err != nil {
 		return err
-	}
-	if added {
-		s.evict(info.Digest)
 	}
 	return nil
-}
-
-// PutManifest stores a manifest's bytes (already read into memory) under
-// info.Digest, verifying them first.
-func (s *Store) PutManifest(body []byte, info Info) error {
-	if info.Digest.Algorithm().FromBytes(body) != info.Digest {
-		return fmt.Errorf("%w: manifest %s", ErrDigestMismatch, info.Digest)
-	}
-	if _, err := s.Stat(info.Digest); err == nil {
-		s.touch(info.Digest)
-		return nil
-	}
-	f, err := s.TempFile()
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if _, err := f.Write(body); err != nil {
-		_ = os.Remove(f.Name())
-		return fmt.Errorf("store: %w", err)
-	}
-	info.Size = int64(len(body))
-	info.Manifest = true
-	return s.Commit(f, info, true)
-}
-
-// ReadManifest returns a stored manifest's bytes.
-func (s *Store) ReadManifest(dg digest.Digest) ([]byte, Info, error) {
-	f, info, err := s.Open(dg)
-	if err != nil {
-		return nil, Info{}, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, info.Size+1))
-	if err != nil {
-		return nil, Info{}, fmt.Errorf("store: read %s: %w", dg, err)
-	}
-	if int64(len(b)) != info.Size {
-		return nil, Info{}, fmt.Errorf("store: %s: size changed on disk", dg)
-	}
-	return b, info, nil
 }
 
 // record writes info unless present; it reports whether it was new.
@@ -127,7 +80,7 @@ func (s *Store) record(info Info) (bool, error) {
 		if b.Get([]byte(info.Digest)) != nil {
 			return nil
 		}
-		v, err := json.Marshal(info)
+		v, err := encodeInfo(info)
 		if err != nil {
 			return err
 		}
@@ -141,52 +94,18 @@ func (s *Store) record(info Info) (bool, error) {
 		s.mu.Lock()
 		s.size += info.Size
 		s.count++
+		over := s.opts.MaxBytes > 0 && s.size > s.opts.MaxBytes
 		s.mu.Unlock()
+		if over {
+			s.wakeEvictor()
+		}
 	}
 	return added, nil
 }
 
-// evict removes least recently used content until the store is at 90% of its
-// bound. keep is never evicted (the object just committed).
-func (s *Store) evict(keep digest.Digest) {
-	s.mu.Lock()
-	max, size := s.opts.MaxBytes, s.size
-	s.mu.Unlock()
-	if max <= 0 || size <= max {
-		return
-	}
-	_ = s.Flush()
-	infos, err := s.List(Filter{})
-	if err != nil {
-		s.log.Error("eviction: listing store", "error", err)
-		return
-	}
-	sort.Slice(infos, func(i, j int) bool { return infos[i].LastAccess.Before(infos[j].LastAccess) })
-	target := max / 10 * 9
-	for _, info := range infos {
-		s.mu.Lock()
-		size = s.size
-		s.mu.Unlock()
-		if size <= target {
-			return
-		}
-		if info.Digest == keep {
-			continue
-		}
-		if err := s.Delete(info.Digest); err != nil {
-			s.log.Error("eviction failed", "digest", info.Digest, "error", err)
-			continue
-		}
-		s.log.Info("evicted", "digest", info.Digest, "size", info.Size, "last_access", info.LastAccess)
-		if s.opts.OnEvict != nil {
-			s.opts.OnEvict(info)
-		}
-	}
-}
-
-// recover removes leftover temporary files, drops metadata whose file is
+// reconcile removes leftover temporary files, drops metadata whose file is
 // gone and files that have no metadata, and computes the store's size.
-func (s *Store) recover() error {
+func (s *Store) reconcile() error {
 	tmpDir := filepath.Join(s.dir, "tmp")
 	entries, err := os.ReadDir(tmpDir)
 	if err != nil {
@@ -201,9 +120,9 @@ func (s *Store) recover() error {
 	var stale []digest.Digest
 	err = s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
-			var info Info
 			dg := digest.Digest(k)
-			if json.Unmarshal(v, &info) != nil || dg.Validate() != nil {
+			info, derr := decodeInfo(v)
+			if derr != nil || dg.Validate() != nil || info.Digest != dg {
 				stale = append(stale, dg)
 				return nil
 			}
@@ -224,12 +143,21 @@ func (s *Store) recover() error {
 	if len(stale) > 0 {
 		if err := s.db.Update(func(tx *bolt.Tx) error {
 			for _, dg := range stale {
-				_ = tx.Bucket(bucketBlobs).Delete([]byte(dg))
-				_ = os.Remove(s.path(dg))
+				if err := tx.Bucket(bucketBlobs).Delete([]byte(dg)); err != nil {
+					return err
+				}
+				if err := deleteTypes(tx, dg); err != nil {
+					return err
+				}
 			}
 			return nil
 		}); err != nil {
 			return fmt.Errorf("store: %w", err)
+		}
+		for _, dg := range stale {
+			if dg.Validate() == nil {
+				_ = os.Remove(s.path(dg))
+			}
 		}
 		s.log.Warn("dropped metadata without matching content", "count", len(stale))
 	}

@@ -6,10 +6,13 @@
 // file in the data directory, synced, verified against their digest and size,
 // then renamed into place. A crash leaves at most a temporary file, which Open
 // removes.
+//
+// Every object has a Kind, and reads name the kind they expect: OpenBlob
+// streams any object, ReadManifest reads only manifests, and only up to a cap.
+// Eviction runs in the background, so no commit waits for it.
 package store
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,23 +31,36 @@ var ErrNotFound = errors.New("store: not found")
 // ErrDigestMismatch means committed bytes did not hash to their digest.
 var ErrDigestMismatch = errors.New("store: digest mismatch")
 
+// ErrNotManifest means an object asked for as a manifest is stored as a blob.
+// Errors wrapping it also wrap ErrNotFound: for the manifest API the object
+// does not exist.
+var ErrNotManifest = errors.New("store: not a manifest")
+
+// ErrTooLarge means a stored manifest is larger than the reader's cap.
+var ErrTooLarge = errors.New("store: manifest over the size cap")
+
 var (
 	bucketBlobs = []byte("blobs")
 	bucketTags  = []byte("tags")
+	// bucketTypes holds the media type of a manifest whose body declares
+	// none, per repository that served it: "<digest> <registry/repo>".
+	bucketTypes = []byte("manifest-types")
 )
 
 // Info describes one stored object.
 type Info struct {
-	Digest    digest.Digest `json:"digest"`
-	Size      int64         `json:"size"`
-	MediaType string        `json:"mediaType,omitempty"`
-	// Manifest is true for manifests (served from /manifests/).
-	Manifest bool `json:"manifest,omitempty"`
+	Digest digest.Digest
+	Size   int64
+	Kind   Kind
+	// MediaType is a blob's Content-Type as first fetched, or a manifest's
+	// own mediaType field ("" when its body has none; ReadManifest then
+	// gives the type the asking repository's upstream served it with).
+	MediaType string
 	// Repository is the first repository the content was fetched for
 	// (registry/repo), kept for listing and purging by repository.
-	Repository string    `json:"repository,omitempty"`
-	Added      time.Time `json:"added"`
-	LastAccess time.Time `json:"lastAccess"`
+	Repository string
+	Added      time.Time
+	LastAccess time.Time
 }
 
 // Options tune a Store. The zero value is usable.
@@ -53,7 +69,8 @@ type Options struct {
 	MaxBytes int64
 	// Logger receives eviction and recovery events (default: discard).
 	Logger *slog.Logger
-	// OnEvict is called with each evicted object (for metrics).
+	// OnEvict is called with each evicted object (for metrics), from the
+	// evicting goroutine.
 	OnEvict func(Info)
 }
 
@@ -68,10 +85,13 @@ type Store struct {
 	size    int64
 	count   int
 	touched map[digest.Digest]time.Time // access times not yet written to bbolt
+
+	ev evictor
 }
 
 // Open opens (creating if needed) the store in dir, removes leftover
-// temporary files and reconciles metadata with the files present.
+// temporary files, reconciles metadata with the files present and starts
+// the background evictor, which Close stops.
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -87,7 +107,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, db: db, opts: opts, log: opts.Logger, touched: map[digest.Digest]time.Time{}}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketBlobs, bucketTags} {
+		for _, b := range [][]byte{bucketBlobs, bucketTags, bucketTypes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -97,15 +117,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	if err := s.recover(); err != nil {
+	if err := s.reconcile(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
+	s.ev.start(s)
+	s.wakeEvictor()
 	return s, nil
 }
 
-// Close writes pending access times and closes the database.
+// Close stops the evictor, writes pending access times and closes the database.
 func (s *Store) Close() error {
+	s.ev.stop()
 	err := s.Flush()
 	return errors.Join(err, s.db.Close())
 }
@@ -120,12 +143,13 @@ func (s *Store) Usage() (bytes int64, objects int) {
 	return s.size, s.count
 }
 
-// SetMaxBytes changes the size bound (0: unbounded) and evicts if needed.
+// SetMaxBytes changes the size bound (0: unbounded); the evictor brings the
+// store under a lower bound in the background.
 func (s *Store) SetMaxBytes(n int64) {
 	s.mu.Lock()
 	s.opts.MaxBytes = n
 	s.mu.Unlock()
-	s.evict("")
+	s.wakeEvictor()
 }
 
 func (s *Store) path(dg digest.Digest) string {
@@ -141,7 +165,9 @@ func (s *Store) Stat(dg digest.Digest) (Info, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		return json.Unmarshal(v, &info)
+		var err error
+		info, err = decodeInfo(v)
+		return err
 	})
 	if err != nil {
 		return Info{}, fmt.Errorf("stat %s: %w", dg, err)
@@ -149,24 +175,34 @@ func (s *Store) Stat(dg digest.Digest) (Info, error) {
 	return info, nil
 }
 
-// Open opens stored content for reading and marks it used. The caller closes
-// the file; eviction meanwhile is safe (the open file stays readable).
-func (s *Store) Open(dg digest.Digest) (*os.File, Info, error) {
+// OpenBlob opens stored content of either kind for streaming and marks it
+// used: a manifest's bytes are a blob too, and registries serve them from
+// the blobs endpoint. Nothing is read into memory. The caller closes the
+// file; eviction meanwhile is safe (the open file stays readable).
+func (s *Store) OpenBlob(dg digest.Digest) (*os.File, Info, error) {
 	info, err := s.Stat(dg)
 	if err != nil {
 		return nil, Info{}, err
 	}
+	f, err := s.openFile(dg)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	s.touch(dg)
+	return f, info, nil
+}
+
+func (s *Store) openFile(dg digest.Digest) (*os.File, error) {
 	f, err := os.Open(s.path(dg))
 	if errors.Is(err, os.ErrNotExist) {
 		// Metadata without a file (removed by hand): forget it.
 		_ = s.Delete(dg)
-		return nil, Info{}, fmt.Errorf("open %s: %w", dg, ErrNotFound)
+		return nil, fmt.Errorf("open %s: %w", dg, ErrNotFound)
 	}
 	if err != nil {
-		return nil, Info{}, fmt.Errorf("store: open %s: %w", dg, err)
+		return nil, fmt.Errorf("store: open %s: %w", dg, err)
 	}
-	s.touch(dg)
-	return f, info, nil
+	return f, nil
 }
 
 func (s *Store) touch(dg digest.Digest) {
@@ -175,7 +211,9 @@ func (s *Store) touch(dg digest.Digest) {
 	s.mu.Unlock()
 }
 
-// Flush writes pending access times to the database.
+// Flush writes pending access times to the database. If that fails they
+// stay pending (the next Flush writes them), so LRU order survives a
+// transient metadata error.
 func (s *Store) Flush() error {
 	s.mu.Lock()
 	pending := s.touched
@@ -184,54 +222,109 @@ func (s *Store) Flush() error {
 	if len(pending) == 0 {
 		return nil
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBlobs)
 		for dg, t := range pending {
 			v := b.Get([]byte(dg))
 			if v == nil {
 				continue
 			}
-			var info Info
-			if err := json.Unmarshal(v, &info); err != nil {
+			info, err := decodeInfo(v)
+			if err != nil {
 				continue
 			}
 			info.LastAccess = t
-			nv, _ := json.Marshal(info)
+			nv, err := encodeInfo(info)
+			if err != nil {
+				return err
+			}
 			if err := b.Put([]byte(dg), nv); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		s.requeue(pending)
+		return fmt.Errorf("store: writing access times: %w", err)
+	}
+	return nil
+}
+
+// requeue puts access times that could not be written back, unless the
+// object was used again meanwhile (the newer time wins).
+func (s *Store) requeue(pending map[digest.Digest]time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for dg, t := range pending {
+		if cur, ok := s.touched[dg]; !ok || cur.Before(t) {
+			s.touched[dg] = t
+		}
+	}
 }
 
 // Delete removes dg's file and metadata. Deleting absent content is not an error.
 func (s *Store) Delete(dg digest.Digest) error {
-	var size int64 = -1
+	_, err := s.deleteBatch([]digest.Digest{dg}, nil)
+	return err
+}
+
+// deleteBatch removes the given objects in one transaction, then their
+// files, and returns what it removed. skip, if set, is consulted inside the
+// transaction and keeps an object. The totals change by exactly the sizes
+// recorded in the removed records; a record that cannot be decoded was never
+// counted (reconcile drops those) and is removed without changing them.
+func (s *Store) deleteBatch(dgs []digest.Digest, skip func(Info) bool) ([]Info, error) {
+	var removed []Info
+	var undecodable []digest.Digest
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBlobs)
-		v := b.Get([]byte(dg))
-		if v == nil {
-			return nil
+		for _, dg := range dgs {
+			v := b.Get([]byte(dg))
+			if v == nil {
+				continue
+			}
+			info, derr := decodeInfo(v)
+			if derr == nil && skip != nil && skip(info) {
+				continue
+			}
+			if err := b.Delete([]byte(dg)); err != nil {
+				return err
+			}
+			if err := deleteTypes(tx, dg); err != nil {
+				return err
+			}
+			if derr != nil {
+				undecodable = append(undecodable, dg)
+				continue
+			}
+			removed = append(removed, info)
 		}
-		var info Info
-		if json.Unmarshal(v, &info) == nil {
-			size = info.Size
-		}
-		return b.Delete([]byte(dg))
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: delete %s: %w", dg, err)
+		return nil, fmt.Errorf("store: delete: %w", err)
 	}
+	var ferr error
+	for _, dg := range undecodable {
+		ferr = errors.Join(ferr, s.removeFile(dg))
+	}
+	s.mu.Lock()
+	for _, info := range removed {
+		s.size -= info.Size
+		s.count--
+		delete(s.touched, info.Digest)
+	}
+	s.mu.Unlock()
+	for _, info := range removed {
+		ferr = errors.Join(ferr, s.removeFile(info.Digest))
+	}
+	return removed, ferr
+}
+
+func (s *Store) removeFile(dg digest.Digest) error {
 	if err := os.Remove(s.path(dg)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("store: delete %s: %w", dg, err)
-	}
-	if size >= 0 {
-		s.mu.Lock()
-		s.size -= size
-		s.count--
-		delete(s.touched, dg)
-		s.mu.Unlock()
 	}
 	return nil
 }

@@ -67,8 +67,8 @@ func (s *Store) List(f Filter) ([]Info, error) {
 			if f.DigestPrefix != "" && !strings.HasPrefix(string(k), f.DigestPrefix) {
 				return nil
 			}
-			var info Info
-			if err := json.Unmarshal(v, &info); err != nil {
+			info, err := decodeInfo(v)
+			if err != nil {
 				return nil
 			}
 			if f.Repository != "" && info.Repository != f.Repository {

@@ -2,6 +2,12 @@
 // auth challenges (anonymous, basic, bearer token) with go-containerregistry's
 // transport, retries transient failures with backoff, follows redirects to
 // blob storage, and turns upstream failures into typed errors.
+//
+// An upstream answer is untrusted: the configured scheme is the only one used
+// (no plain-http fallback for an https upstream), redirects and token realms
+// are held to an address policy checked on the address actually dialled
+// (guard.go), and every error that leaves the package has its URLs stripped of
+// queries and userinfo (redact.go).
 package upstream
 
 import (
@@ -12,8 +18,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -38,13 +44,24 @@ type Endpoint struct {
 type Options struct {
 	// Timeout bounds dialing, TLS and waiting for response headers (default 30s).
 	Timeout time.Duration
-	// Retries is how many times a request failing with a connection error or
-	// 5xx is retried (default 0: none).
+	// Retries is how many times a request failing with a connection error,
+	// 5xx or 429 is retried (default 0: none).
 	Retries int
-	// Backoff is the first retry delay, doubled each time (default 200ms).
+	// Backoff is the first retry delay, doubled each time, with jitter
+	// (default 200ms).
 	Backoff time.Duration
-	// Transport is the base transport (default: a tuned http.Transport).
+	// MaxRetryWait caps one wait between retries; a Retry-After longer than
+	// this (or than the context's deadline) ends the retries at once
+	// (default 10s).
+	MaxRetryWait time.Duration
+	// Transport is the base transport (default: a tuned http.Transport). An
+	// *http.Transport is cloned and dials through the address policy; any
+	// other RoundTripper gets the scheme and redirect checks only.
 	Transport http.RoundTripper
+	// Classify tells the class of an address dialled (default ClassifyAddr
+	// of its IP); tests replace it, since loopback cannot show public and
+	// private apart.
+	Classify func(netip.AddrPort) AddrClass
 	// Logger receives retry and auth events (default: discard).
 	Logger *slog.Logger
 	// UserAgent is sent upstream.
@@ -59,6 +76,9 @@ type Client struct {
 	auth authn.Authenticator
 	opts Options
 	rt   http.RoundTripper
+	// guard holds every request for this upstream to its scheme and
+	// address policy, redirects included.
+	guard *guard
 
 	mu    sync.Mutex
 	repos map[string]*repoTransport
@@ -75,17 +95,20 @@ type repoTransport struct {
 // transportTTL is how long one repository's authenticated transport is kept;
 // ggcr refreshes expired tokens on 401 itself, this just bounds the map.
 const (
-	transportTTL   = 10 * time.Minute
-	maxTransports  = 4096
-	maxErrorBody   = 64 << 10
-	defaultBackoff = 200 * time.Millisecond
+	transportTTL  = 10 * time.Minute
+	maxTransports = 4096
+	maxErrorBody  = 64 << 10
+	// maxResponseHeader bounds the headers of one upstream response: a
+	// registry's are a few hundred bytes, net/http would accept 10 MiB.
+	maxResponseHeader = 64 << 10
+	defaultBackoff    = 200 * time.Millisecond
 )
 
 // New returns a Client for ep.
 func New(ep Endpoint, opts Options) (*Client, error) {
 	u, err := url.Parse(ep.URL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("upstream %s: invalid URL %q", ep.Name, ep.URL)
+		return nil, fmt.Errorf("upstream %s: invalid URL %q", ep.Name, redactURL(ep.URL))
 	}
 	var nopts []name.Option
 	if u.Scheme == "http" {
@@ -101,6 +124,9 @@ func New(ep Endpoint, opts Options) (*Client, error) {
 	if opts.Backoff <= 0 {
 		opts.Backoff = defaultBackoff
 	}
+	if opts.MaxRetryWait <= 0 {
+		opts.MaxRetryWait = defaultMaxRetryWait
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -111,7 +137,8 @@ func New(ep Endpoint, opts Options) (*Client, error) {
 	if ep.Username != "" || ep.Password != "" {
 		auth = authn.FromConfig(authn.AuthConfig{Username: ep.Username, Password: ep.Password})
 	}
-	rt := opts.Transport
+	g := newGuard(ep.Name, u, opts.Classify)
+	rt := g.wrap(opts.Transport, opts.Timeout)
 	if opts.UserAgent != "" {
 		rt = transport.NewUserAgent(rt, opts.UserAgent)
 	}
@@ -122,6 +149,7 @@ func New(ep Endpoint, opts Options) (*Client, error) {
 		auth:  auth,
 		opts:  opts,
 		rt:    rt,
+		guard: g,
 		repos: make(map[string]*repoTransport),
 	}, nil
 }
@@ -130,15 +158,16 @@ func New(ep Endpoint, opts Options) (*Client, error) {
 func NewTransport(timeout time.Duration) *http.Transport {
 	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          64,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   timeout,
-		ResponseHeaderTimeout: timeout,
-		ExpectContinueTimeout: time.Second,
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            d.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           64,
+		MaxIdleConnsPerHost:    16,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    timeout,
+		ResponseHeaderTimeout:  timeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: maxResponseHeader,
 	}
 }
 
@@ -146,7 +175,7 @@ func NewTransport(timeout time.Duration) *http.Transport {
 func (c *Client) Name() string { return c.ep.Name }
 
 // URL is the endpoint (without credentials).
-func (c *Client) URL() string { return c.ep.URL }
+func (c *Client) URL() string { return redactURL(c.ep.URL) }
 
 // transportFor returns an authenticated transport scoped to pull repo.
 func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripper, error) {
@@ -195,35 +224,6 @@ func (c *Client) forget(repo string) {
 	c.mu.Unlock()
 }
 
-// do sends one request for repo with retries on connection errors and 5xx.
-// A non-2xx/3xx response is returned as a *StatusError with its body closed.
-func (c *Client) do(ctx context.Context, method, repo, path string, hdr http.Header) (*http.Response, error) {
-	var lastErr error
-	delay := c.opts.Backoff
-	for attempt := 0; attempt <= c.opts.Retries; attempt++ {
-		if attempt > 0 {
-			c.opts.Logger.LogAttrs(ctx, slog.LevelWarn, "retrying upstream request",
-				slog.String("upstream", c.ep.Name), slog.String("repo", repo),
-				slog.Int("attempt", attempt), slog.String("error", lastErr.Error()))
-			select {
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %w", ErrUnreachable, context.Cause(ctx))
-			case <-time.After(delay):
-			}
-			delay *= 2
-		}
-		resp, err := c.once(ctx, method, repo, path, hdr)
-		if err == nil {
-			return resp, nil
-		}
-		lastErr = err
-		if !retryable(err) || ctx.Err() != nil {
-			return nil, err
-		}
-	}
-	return nil, lastErr
-}
-
 func (c *Client) once(ctx context.Context, method, repo, path string, hdr http.Header) (*http.Response, error) {
 	rt, err := c.transportFor(ctx, repo)
 	if err != nil {
@@ -236,7 +236,7 @@ func (c *Client) once(ctx context.Context, method, repo, path string, hdr http.H
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	resp, err := (&http.Client{Transport: rt}).Do(req)
+	resp, err := (&http.Client{Transport: rt, CheckRedirect: c.guard.checkRedirect}).Do(req)
 	if err != nil {
 		return nil, c.classify(err)
 	}
@@ -251,48 +251,23 @@ func (c *Client) once(ctx context.Context, method, repo, path string, hdr http.H
 	return nil, serr
 }
 
-// classify wraps transport failures: network errors become ErrUnreachable,
-// auth failures from the token exchange keep their status.
+// classify wraps transport failures: network errors and refusals become
+// ErrUnreachable, auth failures from the token exchange keep their status.
+// Every URL in the result is redacted.
 func (c *Client) classify(err error) error {
 	var te *transport.Error
 	if errors.As(err, &te) {
 		se := &StatusError{Upstream: c.ep.Name, Status: te.StatusCode}
 		if len(te.Errors) > 0 {
-			se.Code, se.Message = string(te.Errors[0].Code), te.Errors[0].Message
+			se.Code = truncate(string(te.Errors[0].Code), maxCodeLen)
+			se.Message = truncate(redactText(te.Errors[0].Message), maxMessageLen)
 		}
 		if se.Status == 0 || se.Status >= 500 {
 			return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.ep.Name, se)
 		}
 		return se
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.ep.Name, err)
-	}
 	return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.ep.Name, redact(err))
-}
-
-func retryable(err error) bool {
-	if errors.Is(err, context.Canceled) {
-		return false
-	}
-	var se *StatusError
-	if errors.As(err, &se) {
-		return se.Status >= 500
-	}
-	return errors.Is(err, ErrUnreachable)
-}
-
-// redact strips query strings (signed URLs, tokens) from url errors.
-func redact(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		if u, perr := url.Parse(ue.URL); perr == nil {
-			u.RawQuery = ""
-			u.User = nil
-			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
-		}
-	}
-	return err
 }
 
 func drain(rc io.ReadCloser) {
@@ -303,14 +278,3 @@ func drain(rc io.ReadCloser) {
 func repoPath(repo, kind, ref string) string {
 	return "/v2/" + repo + "/" + kind + "/" + ref
 }
-
-// Accept lists the manifest types sent upstream when the client gives none.
-// Schema 1 is left out: registries rewrite to it on the fly, with a digest
-// that a later GET by digest cannot find.
-var Accept = strings.Join([]string{
-	"application/vnd.oci.image.index.v1+json",
-	"application/vnd.oci.image.manifest.v1+json",
-	"application/vnd.docker.distribution.manifest.list.v2+json",
-	"application/vnd.docker.distribution.manifest.v2+json",
-	"application/vnd.oci.artifact.manifest.v1+json",
-}, ", ")

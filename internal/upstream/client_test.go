@@ -176,7 +176,7 @@ func TestRetriesOn5xx(t *testing.T) {
 func TestErrors(t *testing.T) {
 	a := newAuthRegistry(t, "", "")
 	c, _ := New(Endpoint{Name: "r.test", URL: a.URL}, Options{})
-	_, _, err := c.GetManifest(context.Background(), "org/none", "latest", "")
+	_, _, err := c.GetManifest(context.Background(), "org/none", "latest", 4<<20)
 	if !IsNotFound(err) {
 		t.Errorf("missing manifest: %v", err)
 	}
@@ -184,7 +184,7 @@ func TestErrors(t *testing.T) {
 	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`)
 	a.push(t, "org/app", []byte("{}"))
 	a.pushManifest(t, "org/app", "v1", body)
-	got, d, err := c.GetManifest(context.Background(), "org/app", "v1", "")
+	got, d, err := c.GetManifest(context.Background(), "org/app", "v1", 4<<20)
 	if err != nil || !bytes.Equal(got, body) || d.Digest != digest.FromBytes(body) {
 		t.Fatalf("manifest: %v", err)
 	}
@@ -195,10 +195,17 @@ func TestErrors(t *testing.T) {
 }
 
 func TestNewRejectsBadURL(t *testing.T) {
-	for _, u := range []string{"", "ftp://x", "http://", "::"} {
-		if _, err := New(Endpoint{Name: "x", URL: u}, Options{}); err == nil {
+	for _, u := range []string{"", "ftp://x", "http://", "::", "ftp://user:hunter2@x", "https://user:hunter2@h ost"} {
+		_, err := New(Endpoint{Name: "x", URL: u}, Options{})
+		if err == nil {
 			t.Errorf("New(%q) accepted", u)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("New(%q): error shows the password: %v", u, err)
 		}
+	}
+	c, err := New(Endpoint{Name: "x", URL: "https://user:hunter2@r.test"}, Options{})
+	if err != nil || c.URL() != "https://r.test" {
+		t.Errorf("URL() = %q, %v", c.URL(), err)
 	}
 }
 

@@ -47,17 +47,17 @@ func TestWithAuthenticator(t *testing.T) {
 	}
 	ctx := context.Background()
 	for name, c := range map[string]*Client{"node": base, "alice": alice} {
-		if _, err := c.HeadManifest(ctx, "team/app", "v1", ""); err != nil {
+		if _, err := c.HeadManifest(ctx, "team/app", "v1"); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
 	for name, c := range map[string]*Client{"anonymous": anon, "wrong": wrong} {
-		if _, err := c.HeadManifest(ctx, "team/app", "v1", ""); err == nil {
+		if _, err := c.HeadManifest(ctx, "team/app", "v1"); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	// The base client's own credential is untouched.
-	if _, err := base.HeadManifest(ctx, "team/app", "v1", ""); err != nil {
+	if _, err := base.HeadManifest(ctx, "team/app", "v1"); err != nil {
 		t.Errorf("node after deriving clients: %v", err)
 	}
 }

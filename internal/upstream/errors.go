@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 // ErrUnreachable means the upstream could not be reached or failed to answer
@@ -29,6 +31,9 @@ type StatusError struct {
 	Message  string
 	// Challenge is the upstream's WWW-Authenticate header on 401.
 	Challenge string
+	// RetryAfter is how long the upstream asked to be left alone (its
+	// Retry-After on a 429 or 503), zero if it did not say.
+	RetryAfter time.Duration
 }
 
 func (e *StatusError) Error() string {
@@ -61,8 +66,11 @@ func IsUnavailable(err error) bool {
 func readStatusError(upstream string, resp *http.Response) *StatusError {
 	defer resp.Body.Close()
 	se := &StatusError{Upstream: upstream, Status: resp.StatusCode}
-	if resp.StatusCode == http.StatusUnauthorized {
-		se.Challenge = resp.Header.Get("WWW-Authenticate")
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		se.Challenge = truncate(resp.Header.Get("WWW-Authenticate"), maxMessageLen)
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		se.RetryAfter, _ = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	var eb struct {
@@ -72,16 +80,25 @@ func readStatusError(upstream string, resp *http.Response) *StatusError {
 		} `json:"errors"`
 	}
 	if json.Unmarshal(body, &eb) == nil && len(eb.Errors) > 0 {
-		se.Code = eb.Errors[0].Code
-		se.Message = truncate(eb.Errors[0].Message, 512)
+		se.Code = truncate(eb.Errors[0].Code, maxCodeLen)
+		se.Message = truncate(redactText(eb.Errors[0].Message), maxMessageLen)
 	}
 	return se
 }
+
+// What an upstream's error body may put into berth's errors and logs.
+const (
+	maxCodeLen    = 64
+	maxMessageLen = 512
+)
 
 func truncate(s string, n int) string {
 	s = strings.ToValidUTF8(s, "")
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

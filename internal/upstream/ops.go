@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,9 +11,16 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// MaxManifestBytes caps a manifest read from upstream (the spec recommends
-// registries accept at least 4 MiB; nothing legitimate is larger).
-const MaxManifestBytes = 8 << 20
+// manifestAccept is the Accept header of every manifest request: the full
+// modern set, whatever the client asked for. A narrower set makes registries
+// answer a list's tag with one platform's manifest, or convert a Docker v2
+// manifest to schema 1 (with a digest no GET by digest finds); the answer is
+// cached for every client, so it must be the tag's real content. Schema 1
+// is never asked for.
+const manifestAccept = "application/vnd.oci.image.index.v1+json, " +
+	"application/vnd.oci.image.manifest.v1+json, " +
+	"application/vnd.docker.distribution.manifest.list.v2+json, " +
+	"application/vnd.docker.distribution.manifest.v2+json"
 
 // Descriptor is what an upstream said about a manifest or blob.
 type Descriptor struct {
@@ -22,9 +30,8 @@ type Descriptor struct {
 }
 
 // HeadManifest resolves ref (a tag or digest) to a descriptor without the body.
-// accept is the Accept header to send (Accept if empty).
-func (c *Client) HeadManifest(ctx context.Context, repo, ref, accept string) (Descriptor, error) {
-	resp, err := c.do(ctx, http.MethodHead, repo, repoPath(repo, "manifests", ref), acceptHeader(accept))
+func (c *Client) HeadManifest(ctx context.Context, repo, ref string) (Descriptor, error) {
+	resp, err := c.do(ctx, http.MethodHead, repo, repoPath(repo, "manifests", ref), acceptManifests())
 	if err != nil {
 		return Descriptor{}, err
 	}
@@ -36,38 +43,69 @@ func (c *Client) HeadManifest(ctx context.Context, repo, ref, accept string) (De
 	return d, nil
 }
 
-// GetManifest fetches a manifest by tag or digest and returns its bytes. When
-// ref is a digest the bytes are verified against it; when it is a tag and the
-// upstream sent Docker-Content-Digest, against that.
-func (c *Client) GetManifest(ctx context.Context, repo, ref, accept string) ([]byte, Descriptor, error) {
-	resp, err := c.do(ctx, http.MethodGet, repo, repoPath(repo, "manifests", ref), acceptHeader(accept))
+// GetManifest fetches a manifest by tag or digest and returns its bytes,
+// reading no more than max of them (a larger one fails with ErrTooLarge).
+// The bytes are verified: against ref when it is a digest, else against the
+// upstream's Docker-Content-Digest, which an answer by tag must carry.
+func (c *Client) GetManifest(ctx context.Context, repo, ref string, max int64) ([]byte, Descriptor, error) {
+	resp, err := c.do(ctx, http.MethodGet, repo, repoPath(repo, "manifests", ref), acceptManifests())
 	if err != nil {
 		return nil, Descriptor{}, err
 	}
 	defer resp.Body.Close()
-	if resp.ContentLength > MaxManifestBytes {
-		return nil, Descriptor{}, fmt.Errorf("%w: %d bytes", ErrTooLarge, resp.ContentLength)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestBytes+1))
+	want, err := manifestDigest(ref, resp.Header.Get("Docker-Content-Digest"))
 	if err != nil {
-		return nil, Descriptor{}, fmt.Errorf("%w: %s: reading manifest: %w", ErrUnreachable, c.ep.Name, err)
+		return nil, Descriptor{}, fmt.Errorf("%w: %s: %s: %w", ErrDigestMismatch, c.ep.Name, repo, err)
 	}
-	if len(body) > MaxManifestBytes {
-		return nil, Descriptor{}, fmt.Errorf("%w: over %d bytes", ErrTooLarge, MaxManifestBytes)
-	}
-	want, err := digest.Parse(ref)
+	body, err := readCapped(resp, max)
 	if err != nil {
-		want, _ = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+		return nil, Descriptor{}, fmt.Errorf("%s: %s manifest %s: %w", c.ep.Name, repo, ref, err)
 	}
-	alg := digest.Canonical
-	if want != "" {
-		alg = want.Algorithm()
-	}
-	got := alg.FromBytes(body)
-	if want != "" && got != want {
+	if got := want.Algorithm().FromBytes(body); got != want {
 		return nil, Descriptor{}, fmt.Errorf("%w: manifest %s from %s hashes to %s", ErrDigestMismatch, want, c.ep.Name, got)
 	}
-	return body, Descriptor{Digest: got, MediaType: resp.Header.Get("Content-Type"), Size: int64(len(body))}, nil
+	return body, Descriptor{Digest: want, MediaType: resp.Header.Get("Content-Type"), Size: int64(len(body))}, nil
+}
+
+// manifestDigest is the digest a manifest's bytes must have: ref when it is
+// a digest (the header, if sent, must agree), else the header.
+func manifestDigest(ref, header string) (digest.Digest, error) {
+	if want, err := digest.Parse(ref); err == nil {
+		if header != "" && header != ref {
+			return "", fmt.Errorf("asked for %s, Docker-Content-Digest says %.80q", ref, header)
+		}
+		return want, nil
+	}
+	if header == "" {
+		return "", fmt.Errorf("the manifest of tag %s came without Docker-Content-Digest", ref)
+	}
+	want, err := digest.Parse(header)
+	if err != nil || !want.Algorithm().Available() {
+		return "", fmt.Errorf("tag %s: invalid Docker-Content-Digest %.80q", ref, header)
+	}
+	return want, nil
+}
+
+// readCapped reads a response body of at most max bytes, refusing a larger
+// one before reading it when its length is declared, and reading no further
+// than max+1 bytes when not.
+func readCapped(resp *http.Response, max int64) ([]byte, error) {
+	if resp.ContentLength > max {
+		return nil, fmt.Errorf("%w: %d bytes, the cap is %d", ErrTooLarge, resp.ContentLength, max)
+	}
+	n := max + 1
+	if resp.ContentLength >= 0 {
+		n = resp.ContentLength + 1
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(min(n, 64<<10)))
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, max+1)); err != nil {
+		return nil, fmt.Errorf("%w: reading: %w", ErrUnreachable, err)
+	}
+	if int64(buf.Len()) > max {
+		return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, max)
+	}
+	return buf.Bytes(), nil
 }
 
 // HeadBlob returns a blob's size as the upstream states it.
@@ -77,7 +115,7 @@ func (c *Client) HeadBlob(ctx context.Context, repo string, dg digest.Digest) (D
 		return Descriptor{}, err
 	}
 	drain(resp.Body)
-	return Descriptor{Digest: dg, MediaType: resp.Header.Get("Content-Type"), Size: resp.ContentLength}, nil
+	return Descriptor{Digest: dg, MediaType: headerMediaType(resp.Header), Size: resp.ContentLength}, nil
 }
 
 // GetBlob opens a blob from offset on. The caller verifies the digest and
@@ -91,7 +129,7 @@ func (c *Client) GetBlob(ctx context.Context, repo string, dg digest.Digest, off
 	if err != nil {
 		return nil, Descriptor{}, err
 	}
-	d := Descriptor{Digest: dg, MediaType: resp.Header.Get("Content-Type"), Size: resp.ContentLength}
+	d := Descriptor{Digest: dg, MediaType: headerMediaType(resp.Header), Size: resp.ContentLength}
 	if offset > 0 {
 		if resp.StatusCode != http.StatusPartialContent {
 			drain(resp.Body)
@@ -114,9 +152,6 @@ func (c *Client) Tags(ctx context.Context, repo, query string) (*http.Response, 
 	return c.do(ctx, http.MethodGet, repo, p, nil)
 }
 
-func acceptHeader(accept string) http.Header {
-	if accept == "" {
-		accept = Accept
-	}
-	return http.Header{"Accept": {accept}}
+func acceptManifests() http.Header {
+	return http.Header{"Accept": {manifestAccept}}
 }

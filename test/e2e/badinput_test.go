@@ -128,6 +128,36 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 
+	// 403 comes before any connection: not one request reaches the only
+	// upstream there is (the default), whatever the method or the API.
+	t.Run("unknown registries reach no upstream", func(t *testing.T) {
+		reg.sync(t)
+		before := len(reg.requestLines(t))
+		for _, p := range []string{
+			"/v2/evil.example.com/x/manifests/latest",
+			"/v2/evil.example.com/x/manifests/sha256:" + hexOK,
+			"/v2/evil.example.com/x/blobs/sha256:" + hexOK,
+			"/v2/evil.example.com/x/tags/list",
+			"/v2/x/manifests/latest?ns=evil.example.com",
+			"/v2/library/x/blobs/sha256:" + hexOK + "?ns=evil.example.com",
+			"/v2/169.254.169.254/x/manifests/latest",
+		} {
+			for _, method := range []string{http.MethodGet, http.MethodHead} {
+				resp, body, err := rawRequest(b.Addr, method, p, nil)
+				if err != nil {
+					t.Fatalf("%s %s: %v", method, p, err)
+				}
+				if resp.StatusCode != http.StatusForbidden {
+					t.Errorf("%s %s: %s %s, want 403", method, p, resp.Status, truncate(body, 200))
+				}
+			}
+		}
+		reg.sync(t)
+		if lines := reg.requestLines(t)[before:]; len(lines) > 0 {
+			t.Errorf("requests for unknown registries reached the upstream:\n%s", strings.Join(lines, "\n"))
+		}
+	})
+
 	t.Run("garbage request line", func(t *testing.T) {
 		status, err := rawExchange(b.Addr, []byte("\x16\x03\x01 GARBAGE \x00\xff\r\n\r\n"))
 		if err != nil {

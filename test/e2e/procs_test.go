@@ -228,16 +228,70 @@ func startRegistry(t *testing.T, bin string) *upstreamRegistry {
 	return nil
 }
 
-// logged reports whether the access log has a line containing s, waiting a
-// moment for it.
+// logged reports whether the access log has a line containing s, waiting
+// for it as long as a loaded machine may need.
 func (r *upstreamRegistry) logged(s string) bool {
-	for range 20 {
-		if b, err := os.ReadFile(r.accessLog); err == nil && bytes.Contains(b, []byte(s)) {
+	return eventually(logWait, func() bool {
+		b, err := os.ReadFile(r.accessLog)
+		return err == nil && bytes.Contains(b, []byte(s))
+	})
+}
+
+// logWait bounds a wait for a log line that is due: the waits end when the
+// line appears, and only a failure takes this long.
+const logWait = 60 * time.Second
+
+// eventually polls cond until it holds or d passes, and reports whether it
+// held.
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
 			return true
 		}
-		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return false
+}
+
+// syncPathPrefix marks the sentinel requests of sync.
+const syncPathPrefix = "/v2/berth-e2e-sync/manifests/"
+
+// sync makes the registry answer a request of the test's own and waits for
+// its access log line. The registry logs each request as its response
+// completes, so every request answered before the sentinel (everything berth
+// fetched for a client that has its bytes) is in the log once sync returns:
+// counts read after it are settled, with no guess at how long "settled" is.
+func (r *upstreamRegistry) sync(t *testing.T) {
+	t.Helper()
+	path := syncPathPrefix + strconv.FormatInt(time.Now().UnixNano(), 36)
+	resp, err := http.Get("http://" + r.Addr + path)
+	if err != nil {
+		t.Fatalf("registry sentinel request: %v", err)
+	}
+	_ = resp.Body.Close()
+	if !r.logged(`"GET ` + path + ` HTTP/1.1"`) {
+		t.Fatalf("the registry did not log the sentinel request %s within %s", path, logWait)
+	}
+}
+
+// requestLines returns the access log's API request lines, sentinels and
+// readiness probes left out.
+func (r *upstreamRegistry) requestLines(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(r.accessLog)
+	if err != nil {
+		t.Fatalf("reading the registry access log: %v", err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if accessLineRE.MatchString(line) && !strings.Contains(line, syncPathPrefix) && !strings.Contains(line, `"GET /v2/ HTTP/1.1"`) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // blobGets counts successful GETs of repo's blob dg in the access log. The
@@ -264,20 +318,12 @@ func (r *upstreamRegistry) allBlobGets(t *testing.T, repo string) int {
 	return len(re.FindAll(b, -1))
 }
 
-// settledBlobGets waits until the count has not changed for a moment (the
-// access log line is written when a response completes) and returns it.
+// settledBlobGets returns the count of blobGets once every request answered
+// so far is logged (see sync).
 func (r *upstreamRegistry) settledBlobGets(t *testing.T, repo, dg string) int {
 	t.Helper()
-	n := r.blobGets(t, repo, dg)
-	for i := 0; i < 50; i++ {
-		time.Sleep(100 * time.Millisecond)
-		m := r.blobGets(t, repo, dg)
-		if m == n && (n > 0 || i >= 5) {
-			return m
-		}
-		n = m
-	}
-	return n
+	r.sync(t)
+	return r.blobGets(t, repo, dg)
 }
 
 // ---------------------------------------------------------------------------
@@ -358,6 +404,28 @@ func startBerth(t *testing.T, upstreamAddr string, o berthOptions) *berth {
 	}
 	t.Fatalf("berth did not start: %v", lastErr)
 	return nil
+}
+
+// sync makes berth answer a request of the test's own (refused, no upstream
+// involved) and waits for its debug "request" line: berth logs a request
+// once it is answered, so every request answered before is logged by then.
+func (b *berth) sync(t *testing.T) {
+	t.Helper()
+	path := "/v2/berth-e2e-sync/blobs/uploads/" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	resp, err := http.Get(b.URL + path)
+	if err != nil {
+		t.Fatalf("berth sentinel request: %v", err)
+	}
+	_ = resp.Body.Close()
+	needle := `"path":` + strconv.Quote(path)
+	if !eventually(logWait, func() bool { return strings.Contains(readFile(b.log), needle) }) {
+		t.Fatalf("berth did not log the sentinel request %s within %s", path, logWait)
+	}
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
 // logLines returns berth's JSON log lines whose msg is msg.

@@ -76,7 +76,7 @@ func TestSkopeoAndCranePull(t *testing.T) {
 
 			before := reg.allBlobGets(t, im.Repo)
 			pull(2)
-			time.Sleep(300 * time.Millisecond) // let the registry log anything in flight
+			reg.sync(t) // every request answered so far is logged
 			if after := reg.allBlobGets(t, im.Repo); after != before {
 				t.Errorf("second pull fetched %d blob(s) upstream, want none (served from the cache)", after-before)
 			}
@@ -94,7 +94,7 @@ func TestSkopeoAndCranePull(t *testing.T) {
 					t.Errorf("blob %s with ?ns=: body hashes to %s", blob, sha256Digest(body))
 				}
 			}
-			time.Sleep(300 * time.Millisecond)
+			reg.sync(t)
 			if after := reg.allBlobGets(t, im.Repo); after != before {
 				t.Errorf("blobs asked for with ?ns= were fetched upstream again (%d GETs)", after-before)
 			}
