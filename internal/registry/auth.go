@@ -34,6 +34,8 @@ type PrivateMarks interface {
 	// MarkPrivateRepo records a repository (its endpoint URL and name) as
 	// private.
 	MarkPrivateRepo(target string) error
+	// UnmarkPrivateRepo forgets that mark.
+	UnmarkPrivateRepo(target string) error
 	// PrivateRepos lists the repositories marked private.
 	PrivateRepos() ([]string, error)
 	// MarkPrivateObject records dg as first fetched for the private
@@ -81,6 +83,9 @@ type Auth struct {
 	// public remembers repositories an anonymous probe found public (mode
 	// client with a node credential only).
 	public *ttlCache[struct{}]
+	// rechecked is when a private repository was last found still private
+	// by an anonymous probe: at most one per auth_ttl.
+	rechecked *ttlCache[struct{}]
 	// clients holds upstream clients authenticating with a client's
 	// credentials (or anonymously), keyed by a keyed hash of them.
 	clients *ttlCache[credClient]
@@ -142,6 +147,7 @@ func NewAuth(opts AuthOptions) *Auth {
 		keys:      newKeyer(),
 		decisions: newTTLCache[bool](maxDecisions, opts.TTL+opts.Grace),
 		public:    newTTLCache[struct{}](maxDecisions, opts.TTL),
+		rechecked: newTTLCache[struct{}](maxDecisions, opts.TTL),
 		clients:   newTTLCache[credClient](maxClients, clientTTL),
 		private:   map[string]bool{},
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -202,6 +208,7 @@ func (a *Auth) markPrivate(id string, t Target) {
 	a.private[id] = true
 	a.nprivate.Store(int64(len(a.private)))
 	a.mu.Unlock()
+	a.rechecked.put(a.keys.sum("recheck", id), struct{}{}, a.opts.Now())
 	if known {
 		return
 	}
@@ -210,6 +217,21 @@ func (a *Auth) markPrivate(id string, t Target) {
 	if a.opts.Marks != nil {
 		if err := a.opts.Marks.MarkPrivateRepo(id); err != nil {
 			a.log.Warn("recording private repository", "upstream", t.Registry, "repo", t.Repository, "error", err)
+		}
+	}
+}
+
+// unmarkPrivate forgets that repository id is private: its upstream answers
+// anonymous requests again.
+func (a *Auth) unmarkPrivate(id string, t Target) {
+	a.mu.Lock()
+	delete(a.private, id)
+	a.nprivate.Store(int64(len(a.private)))
+	a.mu.Unlock()
+	a.log.Info("repository is public again", slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
+	if a.opts.Marks != nil {
+		if err := a.opts.Marks.UnmarkPrivateRepo(id); err != nil {
+			a.log.Warn("forgetting a private repository", "upstream", t.Registry, "repo", t.Repository, "error", err)
 		}
 	}
 }

@@ -386,6 +386,32 @@ func TestAuthMarksSurviveRestart(t *testing.T) {
 	}
 }
 
+// TestAuthRepositoryPublicAgain: a private repository made public is served
+// without credentials again, after at most auth_ttl (one anonymous probe per
+// auth_ttl meanwhile), its cached content included.
+func TestAuthRepositoryPublicAgain(t *testing.T) {
+	s, img := setupPrivate(t, authStackOptions{})
+	pre := privRoutes[0].prefix
+	if r := s.pull(t, pre, "", basicAuth(privUser, privPass), img); !r.allOK() {
+		t.Fatalf("private pull: %v", r.statuses)
+	}
+	s.priv.setPublic(privRepo)
+	checks := testCounter(t, s.auth.checks)
+	if r := s.pull(t, pre, "", "", img); !r.all(http.StatusUnauthorized) || r.content {
+		t.Fatalf("within auth_ttl of the refusal: %v", r.statuses)
+	}
+	if n := testCounter(t, s.auth.checks) - checks; n != 0 {
+		t.Fatalf("%v probes within auth_ttl, want 0", n)
+	}
+	s.advance(defaultAuthTTL + time.Second)
+	if r := s.pull(t, pre, "", "", img); !r.allOK() {
+		t.Fatalf("after auth_ttl, public again: %v", r.statuses)
+	}
+	if repos, _ := s.store.PrivateRepos(); len(repos) != 0 {
+		t.Fatalf("private marks left: %v", repos)
+	}
+}
+
 func TestAuthNodeCredential(t *testing.T) {
 	cases := []struct {
 		name, mode string

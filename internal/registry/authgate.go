@@ -52,7 +52,7 @@ func (h *Handler) authorized(w *recorder, r *http.Request, req *request) error {
 	if err != nil {
 		return err
 	}
-	if private {
+	if private && (!creds.Empty() || h.stillPrivate(r.Context(), req)) {
 		return h.servePrivate(w, r, req, creds)
 	}
 	pub, err := h.publicRequest(req)
@@ -138,6 +138,29 @@ func (h *Handler) classify(ctx context.Context, req *request) (bool, error) {
 	// Unknown: fetching with the node credential could expose a private
 	// repository's content, so fail as for any upstream failure.
 	return false, upstreamError(req.target, err, notFoundCode(req))
+}
+
+// stillPrivate re-asks, at most once per auth_ttl, whether a private
+// repository still refuses anonymous (or node) requests, so that one made
+// public, or marked after a passing refusal, does not demand credentials
+// forever. A client without credentials pays for the probe.
+func (h *Handler) stillPrivate(ctx context.Context, req *request) bool {
+	a := h.opts.Auth
+	k := a.keys.sum("recheck", repoID(req))
+	if _, at, ok := a.rechecked.get(k); ok && a.opts.Now().Sub(at) < a.opts.TTL {
+		return true
+	}
+	probe, err := a.probeClient(req.client)
+	if err != nil {
+		return true
+	}
+	if res, _ := h.headObject(ctx, probe, req); res == checkFound || res == checkAbsent {
+		a.unmarkPrivate(repoID(req), req.target)
+		return false
+	}
+	// Refused, or no answer: ask again after auth_ttl, not per request.
+	a.rechecked.put(k, struct{}{}, a.opts.Now())
+	return true
 }
 
 // servePrivate serves a private repository's request with the client's own

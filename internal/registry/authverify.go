@@ -165,8 +165,9 @@ func (h *Handler) confirmObject(ctx context.Context, req *request, creds Credent
 }
 
 // checkShared is confirmObject for a repository not known to be private:
-// private content is served through it only if its upstream confirms, to
-// the probe client, that it holds the content. A refusal returns an error
+// private content (even fetched for this very repository, while it was
+// private) is served through it only if its upstream confirms, to the probe
+// client, that it holds the content. A refusal returns an error
 // refusedUpstream recognises, which makes the repository private.
 func (h *Handler) checkShared(ctx context.Context, req *request) error {
 	dg := requestDigest(req)
@@ -180,10 +181,6 @@ func (h *Handler) checkShared(ctx context.Context, req *request) error {
 	origin, err := a.privateOrigin(dg)
 	if err != nil || origin == "" {
 		return err
-	}
-	if origin == repoID(req) {
-		// Fetched for this repository while it was private: it still is.
-		return newError(http.StatusUnauthorized, CodeUnauthorized, "%s is private", req.target)
 	}
 	probe, err := a.probeClient(req.client)
 	if err != nil {

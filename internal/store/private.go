@@ -25,6 +25,22 @@ func (s *Store) MarkPrivateRepo(target string) error {
 	return s.putMark(bucketPrivateRepos, []byte(target), []byte{1})
 }
 
+// UnmarkPrivateRepo forgets a repository's private mark (its upstream now
+// answers anonymous requests). Content marks stay: they say where content
+// came from.
+func (s *Store) UnmarkPrivateRepo(target string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketPrivateRepos); b != nil {
+			return b.Delete([]byte(target))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", bucketPrivateRepos, err)
+	}
+	return nil
+}
+
 // PrivateRepos lists the repositories marked private.
 func (s *Store) PrivateRepos() ([]string, error) {
 	var out []string
