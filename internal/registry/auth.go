@@ -115,7 +115,7 @@ const (
 	// denyTTL caps how long a refusal is remembered: a client whose access
 	// was just granted should not wait auth_ttl.
 	denyTTL      = 30 * time.Second
-	maxDecisions = 1 << 16
+	maxDecisions = 8192 // ~1 MiB at most: a node sees few credentials and repositories
 	maxClients   = 1 << 10
 	// clientTTL bounds how long an upstream client holding a client's
 	// credentials is kept after it was created.

@@ -117,9 +117,13 @@ func TestAuthPublicRepositoryNoChallenge(t *testing.T) {
 					t.Fatalf("public pull: %v", r.statuses)
 				}
 			}
-			// Credentials for berth sent along (crane auth login) change nothing.
+			// Credentials for berth sent along (crane auth login) change
+			// nothing, and are not passed to a public repository's registry.
 			if r := s.pull(t, "/v2/registry.test:5000/lib/pub", "", basicAuth("x", "y"), img); !r.allOK() {
 				t.Fatalf("public pull with unrelated credentials: %v", r.statuses)
+			}
+			if s.priv.received(basicAuth("x", "y")) {
+				t.Fatal("a client's credentials were sent upstream for a public repository")
 			}
 			if n := testCounter(t, s.auth.checks); n != 0 {
 				t.Fatalf("%v access checks for a public repository, want 0", n)

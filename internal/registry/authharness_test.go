@@ -39,6 +39,7 @@ type authUpstream struct {
 	public map[string]bool            // repo -> anonymous pull
 	tokens map[string]map[string]bool // token -> repo -> pull
 	counts map[string]int             // "METHOD kind" (kind: manifests, blobs, token, ping)
+	auths  map[string]bool            // Authorization headers received
 	down   bool
 }
 
@@ -47,7 +48,7 @@ func newAuthUpstream(t testing.TB, mode string) *authUpstream {
 	a := &authUpstream{
 		inner: newCountingUpstream(t), mode: mode,
 		users: map[string]string{}, grants: map[string]map[string]bool{}, public: map[string]bool{},
-		tokens: map[string]map[string]bool{}, counts: map[string]int{},
+		tokens: map[string]map[string]bool{}, counts: map[string]int{}, auths: map[string]bool{},
 	}
 	target, _ := url.Parse(a.inner.URL)
 	proxy := httputil.NewSingleHostReverseProxy(target)
@@ -83,6 +84,9 @@ func (a *authUpstream) count(r *http.Request) {
 	}
 	a.mu.Lock()
 	a.counts[r.Method+" "+kind]++
+	if h := r.Header.Get("Authorization"); h != "" {
+		a.auths[h] = true
+	}
 	a.mu.Unlock()
 }
 
@@ -103,6 +107,13 @@ func (a *authUpstream) requests() int {
 		}
 	}
 	return n
+}
+
+// received reports whether any request carried Authorization h.
+func (a *authUpstream) received(h string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.auths[h]
 }
 
 func (a *authUpstream) isDown() bool {
