@@ -194,7 +194,7 @@ func startCRIContainerd(t *testing.T, bin, ctr string) (*containerd, string) {
 // token service. berth still challenges its clients with Basic only, and
 // exchanges the client's credentials for a token itself.
 func TestPrivateTokenUpstream(t *testing.T) {
-	tools := requireE2E(t, "crane")
+	tools := requireE2E(t, "crane", "skopeo", "containerd", "ctr")
 	tok := newTokenUpstream(t)
 	tok.addUser(privUser, privPass, "team/app")
 	tok.addUser("carol", "carols-password", "carol/only")
@@ -221,6 +221,29 @@ func TestPrivateTokenUpstream(t *testing.T) {
 	}
 	if out, err := runTool(t, time.Minute, home, env, tools["crane"], "pull", "--insecure", b.Addr+"/team/app:v1", filepath.Join(home, "a.tar")); err != nil {
 		t.Fatalf("crane pull through berth from a token upstream: %v\n%s", err, out)
+	}
+	for name, creds := range map[string]string{"no grant": "carol:carols-password", "wrong password": privUser + ":x"} {
+		if out, err := runTool(t, time.Minute, home, env, tools["skopeo"], "copy", "--src-tls-verify=false", "--src-creds", creds,
+			"docker://"+b.Addr+"/team/app:v1", "oci:"+filepath.Join(home, "denied")+":v1"); err == nil {
+			t.Fatalf("skopeo copy, %s: succeeded\n%s", name, out)
+		}
+	}
+	if out, err := runTool(t, time.Minute, home, env, tools["skopeo"], "copy", "--src-tls-verify=false", "--src-creds", privUser+":"+privPass,
+		"docker://"+b.Addr+"/team/app:v1", "oci:"+filepath.Join(home, "oci")+":v1"); err != nil {
+		t.Fatalf("skopeo copy through berth from a token upstream: %v\n%s", err, out)
+	}
+	// containerd, as for a pull secret.
+	ctd := startContainerd(t, tools["containerd"], tools["ctr"])
+	hostsDir := filepath.Join(ctd.dir, "certs.d")
+	runBerthCmd(t, "configure-containerd", "--config-path", hostsDir, "--mirror-url", b.URL, "--registry", "registry.test:5000=http://127.0.0.1:9")
+	pull := func(args ...string) (string, error) {
+		return ctd.try(t, 2*time.Minute, append([]string{"content", "fetch", "--hosts-dir", hostsDir}, args...)...)
+	}
+	if out, err := pull("--user", "carol:carols-password", "registry.test:5000/team/app:v1"); err == nil {
+		t.Fatalf("ctr fetch with a user without a grant succeeded:\n%s", out)
+	}
+	if out, err := pull("--user", privUser+":"+privPass, "registry.test:5000/team/app:v1"); err != nil {
+		t.Fatalf("ctr fetch --user through berth from a token upstream: %v\n%s", err, out)
 	}
 	checkNoSecrets(t, b, privPass, "carols-password")
 }
