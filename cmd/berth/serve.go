@@ -37,6 +37,9 @@ func loadConfig(args []string, stderr io.Writer) (config.Config, error) {
 		"max-fetches":      "max_fetches",
 		"log-level":        "log.level",
 		"log-format":       "log.format",
+		"peer-bind":        "cluster.peer_bind",     // [cluster]
+		"peer-join":        "cluster.peer_join",     // [cluster]
+		"advertise-url":    "cluster.advertise_url", // [cluster]
 	}
 	vals := map[string]*string{}
 	for f, k := range keys {

@@ -38,25 +38,26 @@ func NewMetrics() *Metrics {
 	}
 }
 
-// Collectors returns the metrics and a members-by-state gauge over c (nil
-// c: none), for registration.
-func (m *Metrics) Collectors(c *Cluster) []prometheus.Collector {
-	cs := []prometheus.Collector{m.Bytes, m.Requests, m.Fallbacks, m.FirstByte}
-	if c != nil {
-		cs = append(cs, membersCollector{c})
-	}
-	return cs
+// Collectors returns the metrics, for registration.
+func (m *Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Bytes, m.Requests, m.Fallbacks, m.FirstByte}
+}
+
+// MembersCollector is a berth_cluster_members{state} gauge over members
+// (which may return nil while the cluster is not running).
+func MembersCollector(members func() []Member) prometheus.Collector {
+	return membersCollector{members}
 }
 
 var membersDesc = prometheus.NewDesc("berth_cluster_members", "Cluster members known to this node, by state (this node included).", []string{"state"}, nil)
 
-type membersCollector struct{ c *Cluster }
+type membersCollector struct{ members func() []Member }
 
 func (membersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- membersDesc }
 
 func (mc membersCollector) Collect(ch chan<- prometheus.Metric) {
 	n := map[string]int{StateAlive: 0, StateDead: 0, StateLeft: 0}
-	for _, m := range mc.c.Members() {
+	for _, m := range mc.members() {
 		n[m.State]++
 	}
 	for state, v := range n {

@@ -42,6 +42,8 @@ type Server struct {
 	ready     atomic.Bool
 	started   time.Time
 	live      live // what config.reload swaps (reload.go)
+	// [cluster] nil without a cluster (cluster.go)
+	cluster *clusterNode
 }
 
 // New opens the store and builds the handler; it does not listen yet.
@@ -71,7 +73,12 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		Logger:     log.With("component", "fetch"),
 		Observer:   metrics.FillObserver{M: m},
 	})
-	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now()}
+	cl, err := newClusterNode(cfg, log, st, fc, ups, m) // [cluster]
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now(), cluster: cl}
 	s.live.build = func(cfg config.Config) http.Handler {
 		return registry.New(registry.Options{
 			Store:           st,
@@ -83,6 +90,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 			UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
 			MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
 			Logger:          log.With("component", "registry"),
+			Source:          cl.Source(), // [cluster]
 		})
 	}
 	s.live.v2.set(s.live.build(cfg))
@@ -99,6 +107,9 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	// /v2/ bypasses ServeMux: it would answer a path with "..", "." or "//"
 	// with a redirect to the cleaned path instead of the registry's OCI error.
 	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cluster.ServePeer(w, r) { // [cluster] /peer/v1/
+			return
+		}
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 			s.live.v2.ServeHTTP(w, r)
 			return
@@ -149,6 +160,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return errors.Join(err, s.Close())
 	}
+	stopCluster, err := s.cluster.Start() // [cluster]
+	if err != nil {
+		_ = ln.Close()
+		return errors.Join(err, stopAdmin(), s.Close())
+	}
 	flushDone := make(chan struct{})
 	go s.flushLoop(ctx, flushDone)
 	errc := make(chan error, 1)
@@ -162,7 +178,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.ready.Store(false)
 		s.log.Info("shutting down: draining requests in flight", "timeout", s.cfg.ShutdownTimeout.String())
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
+		cerr := stopCluster(sctx) // [cluster] leave first: peers stop choosing this node
 		err = hs.Shutdown(sctx)
+		err = errors.Join(err, cerr) // [cluster]
 		cancel()
 		if err != nil {
 			s.log.Warn("drain timed out; closing remaining connections", "error", err)
@@ -176,6 +194,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
+	err = errors.Join(err, stopCluster(context.Background())) // [cluster] no-op if stopped above
 	err = errors.Join(err, stopAdmin())
 	return errors.Join(err, s.Close())
 }
