@@ -292,8 +292,10 @@ func (th *throttle) serve() {
 func (th *throttle) wait(n int) {
 	th.mu.Lock()
 	now := time.Now()
-	if th.next.Before(now) {
-		th.next = now
+	// A little credit, so that oversleeping on a busy machine does not
+	// lower the rate.
+	if floor := now.Add(-50 * time.Millisecond); th.next.Before(floor) {
+		th.next = floor
 	}
 	th.next = th.next.Add(time.Duration(float64(n) / th.rate * float64(time.Second)))
 	d := th.next.Sub(now)
