@@ -20,7 +20,6 @@ type peerStack struct {
 	peer     *httptest.Server
 	verified atomic.Int32
 	results  map[string]int
-	denyAll  error
 }
 
 // newPeerStack is the peer API over a stack's store and fetcher. Its

@@ -129,13 +129,13 @@ func (n *clusterNode) ServePeer(w http.ResponseWriter, r *http.Request) bool {
 // cluster.peer_listen is set. The stop function leaves the cluster (so
 // others stop choosing this node at once) and drains the peer listener
 // within ctx; it may be called more than once.
-func (n *clusterNode) Start() (stop func(ctx context.Context) error, err error) {
+func (n *clusterNode) Start(ctx context.Context) (stop func(ctx context.Context) error, err error) {
 	if n == nil {
 		return func(context.Context) error { return nil }, nil
 	}
 	var ln net.Listener
 	if n.cfg.PeerListen != "" {
-		if ln, err = net.Listen("tcp", n.cfg.PeerListen); err != nil {
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", n.cfg.PeerListen); err != nil {
 			return nil, fmt.Errorf("cluster: cannot listen on cluster.peer_listen %s: %w", n.cfg.PeerListen, err)
 		}
 	}

@@ -160,7 +160,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return errors.Join(err, s.Close())
 	}
-	stopCluster, err := s.cluster.Start() // [cluster]
+	stopCluster, err := s.cluster.Start(ctx) // [cluster]
 	if err != nil {
 		_ = ln.Close()
 		return errors.Join(err, stopAdmin(), s.Close())
