@@ -118,15 +118,7 @@ type source struct {
 // remembered and skipped, so the resume goes to the next source.
 func (s source) Open(ctx context.Context, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
 	f := s.f
-	tried := 0
-	for _, o := range f.c.Owners(req.Digest.String()) {
-		if o.Name == f.c.Name() || tried == f.maxTrys {
-			break
-		}
-		if f.skipped(req, o.Name) {
-			continue
-		}
-		tried++
+	for _, o := range f.candidates(req) {
 		body, meta, err := f.open(ctx, o, req, offset)
 		if err == nil {
 			return body, meta, nil
@@ -134,18 +126,109 @@ func (s source) Open(ctx context.Context, req fetch.Request, offset int64) (io.R
 		if ctx.Err() != nil {
 			return nil, fetch.Meta{}, err
 		}
-		reason := "error"
-		var pe *errPeer
-		if errors.As(err, &pe) {
-			reason = pe.reason
-		}
-		f.m.Fallbacks.WithLabelValues(reason).Inc()
-		f.m.Requests.WithLabelValues("client", reason).Inc()
-		f.remember(req, o.Name, failMemory)
-		f.log.LogAttrs(ctx, slog.LevelWarn, "peer failed; trying the next source", slog.String("digest", req.Digest.String()),
-			slog.String("peer", o.Name), slog.Int64("offset", offset), slog.String("error", err.Error()))
+		f.failed1(ctx, req, o, err)
 	}
 	return s.up.Open(ctx, req, offset)
+}
+
+// candidates are the peers to ask for req, in order: the owners before
+// this node (an owner goes to the upstream itself), without those that
+// failed for this digest lately, at most maxTrys.
+func (f *Fetcher) candidates(req fetch.Request) []Member {
+	var out []Member
+	for _, o := range f.c.Owners(req.Digest.String()) {
+		if o.Name == f.c.Name() || len(out) == f.maxTrys {
+			break
+		}
+		if !f.skipped(req, o.Name) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// failed1 counts, logs and remembers a peer request that failed before its body.
+func (f *Fetcher) failed1(ctx context.Context, req fetch.Request, o Member, err error) {
+	reason := "error"
+	var pe *errPeer
+	if errors.As(err, &pe) {
+		reason = pe.reason
+	}
+	f.m.Fallbacks.WithLabelValues(reason).Inc()
+	f.m.Requests.WithLabelValues("client", reason).Inc()
+	d := failMemory
+	if reason == "corrupt" {
+		d = corruptMemory
+	}
+	f.remember(req, o.Name, d)
+	f.log.LogAttrs(ctx, slog.LevelWarn, "peer failed; trying the next source", slog.String("digest", req.Digest.String()),
+		slog.String("peer", o.Name), slog.String("error", err.Error()))
+}
+
+// ErrNoPeer means no peer had the content: this node comes first among
+// its owners, or every owner asked failed. The caller asks the upstream.
+var ErrNoPeer = errors.New("cluster: no peer to ask")
+
+// maxManifestBytes caps a manifest read from a peer (as from an upstream).
+const maxManifestBytes = 8 << 20
+
+// Manifest gets a manifest by digest from its owners, so that a manifest,
+// too, is fetched from the upstream once per cluster (Docker Hub counts
+// manifest GETs as pulls). It returns the body and media type, unverified:
+// the caller checks the digest. ErrNoPeer: ask the upstream.
+func (f *Fetcher) Manifest(ctx context.Context, req fetch.Request, accept string) ([]byte, string, error) {
+	for _, o := range f.candidates(req) {
+		body, mt, err := f.manifest(ctx, o, req, accept)
+		if err == nil {
+			f.m.Requests.WithLabelValues("client", "ok").Inc()
+			return body, mt, nil
+		}
+		if ctx.Err() != nil {
+			return nil, "", err
+		}
+		f.failed1(ctx, req, o, err)
+	}
+	return nil, "", ErrNoPeer
+}
+
+func (f *Fetcher) manifest(ctx context.Context, o Member, req fetch.Request, accept string) ([]byte, string, error) {
+	if o.URL == "" {
+		return nil, "", &errPeer{"no_url", errors.New("peer advertises no URL")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, firstByteTimeout+idleTimeout)
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, f.peerURL(o, "manifests", req), nil)
+	if err != nil {
+		return nil, "", &errPeer{"bad_url", err}
+	}
+	if accept != "" {
+		hr.Header.Set("Accept", accept)
+	}
+	f.keys.Authorize(hr, req.Digest.String(), f.now())
+	resp, err := f.client.Do(hr)
+	if err != nil {
+		return nil, "", &errPeer{"connect", err}
+	}
+	defer resp.Body.Close()
+	if _, err := checkResponse(resp, req, 0); err != nil {
+		return nil, "", err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+	if err != nil {
+		return nil, "", &errPeer{"midstream", err}
+	}
+	if len(body) > maxManifestBytes {
+		return nil, "", &errPeer{"too_large", fmt.Errorf("manifest over %d bytes", maxManifestBytes)}
+	}
+	if req.Digest.Algorithm().FromBytes(body) != req.Digest {
+		return nil, "", &errPeer{"corrupt", fmt.Errorf("%w: peer %s sent a manifest that does not hash to %s", fetch.ErrVerify, o.Name, req.Digest)}
+	}
+	return body, resp.Header.Get("Content-Type"), nil
+}
+
+func (f *Fetcher) peerURL(o Member, kind string, req fetch.Request) string {
+	q := url.Values{"registry": {req.Registry}, "repository": {req.Repository}}
+	return strings.TrimSuffix(o.URL, "/") + PeerPath + kind + "/" + req.Digest.String() + "?" + q.Encode()
 }
 
 func failKey(req fetch.Request, member string) string { return string(req.Digest) + "\x00" + member }
@@ -176,8 +259,7 @@ func (f *Fetcher) open(ctx context.Context, o Member, req fetch.Request, offset 
 	if o.URL == "" {
 		return nil, fetch.Meta{}, &errPeer{"no_url", errors.New("peer advertises no URL")}
 	}
-	q := url.Values{"registry": {req.Registry}, "repository": {req.Repository}}
-	u := strings.TrimSuffix(o.URL, "/") + PeerPath + "blobs/" + req.Digest.String() + "?" + q.Encode()
+	u := f.peerURL(o, "blobs", req)
 	rctx, cancel := context.WithCancel(ctx)
 	hr, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
 	if err != nil {

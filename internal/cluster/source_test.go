@@ -82,7 +82,7 @@ func newPeer(t *testing.T, blob []byte, keys Keys, opts ...func(*fakePeer)) *fak
 }
 
 func (p *fakePeer) serve(w http.ResponseWriter, r *http.Request) {
-	dg := strings.TrimPrefix(r.URL.Path, PeerPath+"blobs/")
+	dg := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, PeerPath+"blobs/"), PeerPath+"manifests/")
 	err := p.keys.Verify(r, dg, time.Now())
 	p.mu.Lock()
 	p.seen = append(p.seen, r.Header.Get("Range"))
@@ -364,6 +364,48 @@ func TestParseContentRange(t *testing.T) {
 			s, n, ok := parseContentRange(tt.in)
 			if s != tt.start || n != tt.total || ok != tt.ok {
 				t.Errorf("got %d %d %v", s, n, ok)
+			}
+		})
+	}
+}
+
+func TestManifestFromPeer(t *testing.T) {
+	body := []byte(`{"schemaVersion":2}`)
+	req := reqFor(body)
+	good := newPeer(t, body, NewKeys("k"))
+	bad := newPeer(t, body, NewKeys("k"), func(p *fakePeer) { p.corrupt = true })
+	tests := []struct {
+		name    string
+		owners  []Member
+		want    error
+		asked   *fakePeer
+		corrupt float64
+	}{
+		{"owner serves", []Member{member("g", good.URL), member("me", "")}, nil, good, 0},
+		{"this node first: no peer", []Member{member("me", ""), member("g", good.URL)}, ErrNoPeer, nil, 0},
+		{"corrupt peer: no peer", []Member{member("bad", bad.URL), member("me", "")}, ErrNoPeer, bad, 1},
+		{"corrupt, then the next owner", []Member{member("bad", bad.URL), member("g", good.URL), member("me", "")}, nil, good, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, m := newTestFetcher(fixedOwners{"me", tt.owners}, NewKeys("k"))
+			defer f.Close()
+			n := 0
+			if tt.asked != nil {
+				n = tt.asked.calls()
+			}
+			got, _, err := f.Manifest(context.Background(), req, "application/json")
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err %v, want %v", err, tt.want)
+			}
+			if err == nil && !bytes.Equal(got, body) {
+				t.Fatal("wrong body")
+			}
+			if tt.asked != nil && tt.asked.calls() != n+1 {
+				t.Errorf("peer asked %d times", tt.asked.calls()-n)
+			}
+			if v := testutil.ToFloat64(m.Fallbacks.WithLabelValues("corrupt")); v != tt.corrupt {
+				t.Errorf("fallbacks{corrupt} = %v, want %v", v, tt.corrupt)
 			}
 		})
 	}

@@ -66,6 +66,9 @@ func (h *Handler) fetchManifest(ctx context.Context, req *request, ref, accept s
 		// Detached: the result serves every waiter, not just the first client.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.UpstreamTimeout)
 		defer cancel()
+		if m, ok := h.manifestFromPeer(fctx, req, ref, accept); ok { // [cluster] peer.go
+			return m, nil
+		}
 		body, d, err := req.client.GetManifest(fctx, req.target.Repository, ref, accept)
 		if err != nil {
 			h.countFailure(ctx, req.target, err)
@@ -139,6 +142,11 @@ func (h *Handler) resolveTag(ctx context.Context, req *request, tag, accept stri
 		var info store.Info
 		if d.Digest != "" {
 			body, info, err = h.opts.Store.ReadManifest(d.Digest)
+		}
+		if d.Digest != "" && err != nil && h.opts.PeerManifest != nil { // [cluster] by digest: from its owner, coalesced
+			if m, ferr := h.fetchManifest(fctx, req, d.Digest.String(), accept); ferr == nil {
+				body, info, err = m.body, m.info, nil
+			}
 		}
 		if d.Digest == "" || err != nil {
 			// Not cached (or the upstream gave no digest on HEAD): GET it,

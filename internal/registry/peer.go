@@ -1,12 +1,16 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/store"
 )
 
 // PeerPrefix is the path prefix of the peer API (DESIGN.md, Cluster).
@@ -36,9 +40,10 @@ type Peer struct {
 }
 
 // NewPeer returns the peer API over the same store, fetcher and upstreams
-// as the /v2/ handler. opts.Source is ignored: blobs come from the upstream.
+// as the /v2/ handler. opts.Source and opts.PeerManifest are ignored:
+// content comes from the upstream.
 func NewPeer(opts Options, popts PeerOptions) *Peer {
-	opts.Source = nil
+	opts.Source, opts.PeerManifest = nil, nil
 	return &Peer{h: New(opts), opts: popts}
 }
 
@@ -121,4 +126,29 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	req.path.Kind = KindManifest
 	return p.h.serveManifest(w, r, req)
+}
+
+// manifestFromPeer gets a manifest by digest from its owner in the
+// cluster, verifies and stores it; false: ask the upstream. The caller
+// coalesces (fetchManifest).
+func (h *Handler) manifestFromPeer(ctx context.Context, req *request, ref, accept string) (manifest, bool) {
+	if h.opts.PeerManifest == nil || !IsDigest(ref) {
+		return manifest{}, false
+	}
+	dg, err := digest.Parse(ref)
+	if err != nil {
+		return manifest{}, false
+	}
+	body, mt, err := h.opts.PeerManifest(ctx, fetch.Request{Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository}, accept)
+	if err != nil {
+		return manifest{}, false
+	}
+	info := store.Info{Digest: dg, MediaType: manifestMediaType(mt, body), Repository: req.target.String()}
+	// PutManifest checks the digest: wrong bytes from a peer are never stored.
+	if err := h.opts.Store.PutManifest(body, info); err != nil {
+		h.log.LogAttrs(ctx, slog.LevelWarn, "manifest from a peer refused", slog.String("digest", ref), slog.String("error", err.Error()))
+		return manifest{}, false
+	}
+	info.Size = int64(len(body))
+	return manifest{body, info}, true
 }

@@ -147,3 +147,51 @@ func TestPeerTokenBeforeWork(t *testing.T) {
 		t.Fatalf("an unauthenticated request caused upstream traffic (%d) or a fill (%d)", up.total()-n, ps.fetcher.InFlight())
 	}
 }
+
+// TestManifestByDigestFromPeer: a manifest by digest (or by a tag resolved
+// to a digest here) missing here comes from
+// the PeerManifest hook (the cluster) when it answers with the right bytes,
+// and from the upstream otherwise; wrong bytes are never stored.
+func TestManifestByDigestFromPeer(t *testing.T) {
+	up := newCountingUpstream(t)
+	img := up.pushImage(t, "team/app", "v1", 1000)
+	path := "/v2/registry.test:5000/team/app/manifests/" + img.manifest.String()
+	upPath := "/v2/team/app/manifests/" + img.manifest.String()
+	// By tag: the tag is resolved here (HEAD), the manifest comes from the peer.
+	tagPath := "/v2/registry.test:5000/team/app/manifests/v1"
+	tests := []struct {
+		name     string
+		peer     func() ([]byte, error)
+		upstream int
+	}{
+		{"from the peer", func() ([]byte, error) { return img.body, nil }, 0},
+		{"no peer: upstream", func() ([]byte, error) { return nil, errors.New("cluster: no peer to ask") }, 1},
+		{"wrong bytes: upstream", func() ([]byte, error) { return append([]byte(" "), img.body...), nil }, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStack(t, up, time.Minute)
+			s.h.opts.PeerManifest = func(_ context.Context, req fetch.Request, _ string) ([]byte, string, error) {
+				if req.Digest != img.manifest || req.Registry != "registry.test:5000" || req.Repository != "team/app" {
+					t.Errorf("asked for %+v", req)
+				}
+				b, err := tt.peer()
+				return b, ociManifest, err
+			}
+			for _, ref := range []string{path, tagPath} {
+				n := up.count("GET", upPath)
+				resp, body := s.do(t, "GET", ref, "Accept", ociManifest)
+				if resp.StatusCode != 200 || string(body) != string(img.body) {
+					t.Fatalf("status %d: %s", resp.StatusCode, body)
+				}
+				if got := up.count("GET", upPath) - n; got != tt.upstream {
+					t.Errorf("%s: %d upstream GETs, want %d", ref, got, tt.upstream)
+				}
+				if _, info, err := s.store.ReadManifest(img.manifest); err != nil || info.MediaType != ociManifest {
+					t.Errorf("stored: %+v %v", info, err)
+				}
+				_ = s.store.Delete(img.manifest)
+			}
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/berth-mirror/berth/internal/admin"
 	"github.com/berth-mirror/berth/internal/cluster"
@@ -46,7 +47,7 @@ type clusterNode struct {
 
 // newClusterNode prepares the cluster when cluster.peer_bind is set (nil
 // otherwise); Start joins it.
-func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fetch.Coalescer, ups *Upstreams, m *metrics.Metrics) (*clusterNode, error) {
+func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fetch.Coalescer, ups *Upstreams, m *metrics.Metrics, group *singleflight.Group) (*clusterNode, error) {
 	if !cfg.Cluster.Enabled() {
 		return nil, nil
 	}
@@ -71,6 +72,7 @@ func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fe
 		UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
 		MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
 		Logger:          log,
+		Manifests:       group,
 	}, registry.PeerOptions{
 		Verify: n.verify,
 		Served: func(result string, bytes int64) {
@@ -114,6 +116,14 @@ func (n *clusterNode) Source() func(fetch.Source) fetch.Source {
 		return nil
 	}
 	return n.fetcher.Wrap
+}
+
+// PeerManifest is the registry's PeerManifest hook (nil without a cluster).
+func (n *clusterNode) PeerManifest() func(context.Context, fetch.Request, string) ([]byte, string, error) {
+	if n == nil {
+		return nil
+	}
+	return n.fetcher.Manifest
 }
 
 // ServePeer serves r if it is a peer API request and reports whether it did.

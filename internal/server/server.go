@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/berth-mirror/berth/internal/config"
 	"github.com/berth-mirror/berth/internal/fetch"
@@ -73,7 +74,8 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		Logger:     log.With("component", "fetch"),
 		Observer:   metrics.FillObserver{M: m},
 	})
-	cl, err := newClusterNode(cfg, log, st, fc, ups, m) // [cluster]
+	manifests := new(singleflight.Group)                           // [cluster] shared by the /v2/ and peer APIs
+	cl, err := newClusterNode(cfg, log, st, fc, ups, m, manifests) // [cluster]
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -90,7 +92,9 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 			UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
 			MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
 			Logger:          log.With("component", "registry"),
-			Source:          cl.Source(), // [cluster]
+			Source:          cl.Source(),       // [cluster]
+			PeerManifest:    cl.PeerManifest(), // [cluster]
+			Manifests:       manifests,         // [cluster]
 		})
 	}
 	s.live.v2.set(s.live.build(cfg))

@@ -3,6 +3,8 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,8 +28,8 @@ func startCluster(t *testing.T, upstreamAddr string) []*node {
 }
 
 // TestClusterOneUpstreamGetPerBlob: concurrent pulls of a multi-layer image
-// on every node of a three-node cluster fetch each blob from the upstream
-// exactly once; the other nodes get it from its owner.
+// on every node of a three-node cluster fetch each blob, and the manifest,
+// from the upstream exactly once; the other nodes get them from the owner.
 func TestClusterOneUpstreamGetPerBlob(t *testing.T) {
 	tools := requireE2E(t, "docker-registry")
 	reg := startRegistry(t, tools["docker-registry"])
@@ -46,7 +48,19 @@ func TestClusterOneUpstreamGetPerBlob(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				if err := pullBlobs(n, "test/app", dgs, sizes); err != nil {
+				// As a client does: the manifest by tag (resolved on each
+				// node; the manifest itself from its owner), then the blobs.
+				resp, err := http.Get(n.URL + "/v2/registry.test/test/app/manifests/v1")
+				if err == nil {
+					_ = resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("%s: manifest: %s", n.Name, resp.Status)
+					}
+				}
+				if err == nil {
+					err = pullBlobs(n, "test/app", dgs, sizes)
+				}
+				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -65,6 +79,10 @@ func TestClusterOneUpstreamGetPerBlob(t *testing.T) {
 		if n := reg.settledAnyGets(t, "test/app", dg); n != 1 {
 			t.Errorf("blob %s: the upstream served %d GETs, want exactly 1 (owner %s)", dg, n, ownerOf(dg, "n1", "n2", "n3"))
 		}
+	}
+	b, _ := os.ReadFile(reg.accessLog)
+	if n := regexp.MustCompile(`"GET /v2/test/app/manifests/sha256:[0-9a-f]+ HTTP/1\.1" 200 `).FindAll(b, -1); len(n) != 1 {
+		t.Errorf("the upstream served the manifest %d times, want once (tags are resolved per node with HEAD)", len(n))
 	}
 	// Every blob not owned by a node reached it from a peer.
 	for _, n := range nodes {
