@@ -12,7 +12,11 @@ import (
 // encryption and peer tokens, and is stretched by nothing but SHA-256.
 const minSecretLength = 16
 
-var clusterNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+var (
+	clusterNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	// nodeNameRE admits Kubernetes node names (DNS subdomains, up to 253).
+	nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+)
 
 // Enabled reports whether clustering is on (cluster.peer_bind is set).
 func (c Cluster) Enabled() bool { return c.PeerBind != "" }
@@ -120,8 +124,8 @@ func (c *Config) validateCluster() error {
 	if !clusterNameRE.MatchString(cl.Name) {
 		return &Error{Key: "cluster.name", Value: cl.Name, Expected: "1 to 63 letters, digits, '.', '_' or '-'"}
 	}
-	if cl.NodeName != "" && !clusterNameRE.MatchString(cl.NodeName) {
-		return &Error{Key: "cluster.node_name", Value: cl.NodeName, Expected: "1 to 63 letters, digits, '.', '_' or '-'"}
+	if cl.NodeName != "" && !nodeNameRE.MatchString(cl.NodeName) {
+		return &Error{Key: "cluster.node_name", Value: cl.NodeName, Expected: "1 to 253 letters, digits, '.', '_' or '-'"}
 	}
 	for _, j := range cl.JoinList() {
 		if !validHostPort(j) {
