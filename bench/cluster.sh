@@ -83,6 +83,7 @@ if [[ -n $CHART ]] && command -v gnuplot >/dev/null; then
 		set key top right
 		set grid ytics
 		set yrange [0:*]
+		set offsets graph 0, graph 0, graph 0.12, 0
 		set title "create phase: p99 pull time (s)"
 		plot ${plot1%,}
 		set title "create phase: upstream bytes / image size"

@@ -36,6 +36,10 @@ const (
 	failMemory = time.Minute
 	// corruptMemory is how long a peer that sent wrong bytes is skipped.
 	corruptMemory = 10 * time.Minute
+	// unreachableMemory is how long a peer that could not be reached is
+	// skipped for every digest: a machine that is gone costs one connect
+	// timeout per node, not one per blob, until gossip declares it dead.
+	unreachableMemory = 10 * time.Second
 )
 
 // errPeer is a peer request that did not give a usable response.
@@ -156,11 +160,14 @@ func (f *Fetcher) failed1(ctx context.Context, req fetch.Request, o Member, err 
 	}
 	f.m.Fallbacks.WithLabelValues(reason).Inc()
 	f.m.Requests.WithLabelValues("client", reason).Inc()
-	d := failMemory
-	if reason == "corrupt" {
-		d = corruptMemory
+	switch reason {
+	case "corrupt":
+		f.remember(req, o.Name, corruptMemory)
+	case "connect", "timeout":
+		f.remember(fetch.Request{}, o.Name, unreachableMemory)
+	default:
+		f.remember(req, o.Name, failMemory)
 	}
-	f.remember(req, o.Name, d)
 	f.log.LogAttrs(ctx, slog.LevelWarn, "peer failed; trying the next source", slog.String("digest", req.Digest.String()),
 		slog.String("peer", o.Name), slog.String("error", err.Error()))
 }
@@ -233,11 +240,18 @@ func (f *Fetcher) peerURL(o Member, kind string, req fetch.Request) string {
 
 func failKey(req fetch.Request, member string) string { return string(req.Digest) + "\x00" + member }
 
+// skipped reports whether member failed lately for this digest, or for
+// any (unreachable).
 func (f *Fetcher) skipped(req fetch.Request, member string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	until, ok := f.failed[failKey(req, member)]
-	return ok && f.now().Before(until)
+	now := f.now()
+	for _, k := range []string{failKey(req, member), failKey(fetch.Request{}, member)} {
+		if until, ok := f.failed[k]; ok && now.Before(until) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *Fetcher) remember(req fetch.Request, member string, d time.Duration) {

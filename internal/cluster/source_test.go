@@ -410,3 +410,33 @@ func TestManifestFromPeer(t *testing.T) {
 		})
 	}
 }
+
+// TestUnreachablePeerSkippedForEveryDigest: a peer that refuses connections
+// is skipped for other digests too, for a while.
+func TestUnreachablePeerSkippedForEveryDigest(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	f, m := newTestFetcher(fixedOwners{"me", []Member{member("down", down.URL), member("me", "")}}, Keys{})
+	defer f.Close()
+	for i := range 3 {
+		blob := randomBlob(t, 1000+i)
+		up := &fakeUpstream{blob: blob}
+		if _, err := readAll(t, f.Wrap(up.source()), reqFor(blob)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := testutil.ToFloat64(m.Fallbacks.WithLabelValues("connect")); v != 1 {
+		t.Fatalf("fallbacks{connect} = %v, want 1: the unreachable peer was tried for each digest", v)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		f.now = time.Now
+		f.remember(fetch.Request{}, "x", unreachableMemory)
+		if !f.skipped(reqFor([]byte("a")), "x") {
+			t.Fatal("not skipped")
+		}
+		time.Sleep(unreachableMemory + time.Second)
+		if f.skipped(reqFor([]byte("a")), "x") {
+			t.Fatal("still skipped")
+		}
+	})
+}
