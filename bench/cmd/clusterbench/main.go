@@ -183,7 +183,7 @@ func (p *procSet) stopAll() {
 }
 
 func freePort(ip string) (int, error) {
-	ln, err := net.Listen("tcp", ip+":0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", ip+":0")
 	if err != nil {
 		return 0, err
 	}
@@ -194,7 +194,7 @@ func freePort(ip string) (int, error) {
 func waitHTTP(url string, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
+		resp, err := httpGet(http.DefaultClient, url)
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -225,7 +225,7 @@ func startRegistry(procs *procSet, o options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command(o.registry, "serve", cfg)
+	cmd := exec.CommandContext(context.Background(), o.registry, "serve", cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := procs.start(cmd); err != nil {
 		return "", err
@@ -274,7 +274,7 @@ type link struct {
 }
 
 func startLink(target string, rate float64) (*link, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +298,7 @@ func (l *link) serve() {
 
 func (l *link) proxy(c net.Conn) {
 	defer c.Close()
-	up, err := net.Dial("tcp", l.target)
+	up, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", l.target)
 	if err != nil {
 		return
 	}
@@ -374,7 +374,7 @@ func startNodes(procs *procSet, l *link, o options, mode string) ([]*node, error
 		if err != nil {
 			return nil, err
 		}
-		n.cmd = exec.Command(o.berth, args...)
+		n.cmd = exec.CommandContext(context.Background(), o.berth, args...)
 		n.cmd.Stdout, n.cmd.Stderr = logf, logf
 		n.cmd.Env = append(os.Environ(), "BERTH_CLUSTER_NODE_NAME="+n.name, "BERTH_CLUSTER_SECRET=bench-secret-0123456789abcdef")
 		if err := procs.start(n.cmd); err != nil {
@@ -402,7 +402,7 @@ func startNodes(procs *procSet, l *link, o options, mode string) ([]*node, error
 
 // scrape sums the samples of a metric whose label text contains match.
 func scrape(url, metric, match string) float64 {
-	resp, err := http.Get(url + "/metrics")
+	resp, err := httpGet(http.DefaultClient, url+"/metrics")
 	if err != nil {
 		return -1
 	}
@@ -495,7 +495,7 @@ func pull(base, repo, tag string) (time.Duration, error) {
 }
 
 func getBlob(c *http.Client, url, dg string) (int64, error) {
-	resp, err := c.Get(url)
+	resp, err := httpGet(c, url)
 	if err != nil {
 		return 0, err
 	}
@@ -632,4 +632,12 @@ func report(o options, rs []result) error {
 		}
 	}
 	return err
+}
+
+func httpGet(c *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.Do(req)
 }
