@@ -90,8 +90,9 @@ type Cluster struct {
 	meta  *delegate
 }
 
-// Start binds the gossip port, joins the seeds it can reach (a node that
-// reaches none is a cluster of one and keeps trying) and returns.
+// Start binds the gossip port and returns; joining the seeds happens in the
+// background (a seed that does not answer must not delay start-up), and a
+// node that reaches none is a cluster of one that keeps trying.
 func Start(cfg Config) (*Cluster, error) {
 	if cfg.JoinInterval <= 0 {
 		cfg.JoinInterval = 10 * time.Second
@@ -115,11 +116,10 @@ func Start(cfg Config) (*Cluster, error) {
 	c.ml = ml
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
-	c.joinOnce(ctx)
 	c.wg.Add(1)
 	go c.joinLoop(ctx)
-	c.log.Info("cluster started", "node", cfg.NodeName, "cluster", cfg.ClusterName, "gossip", cfg.Bind,
-		"url", cfg.URL, "encrypted", cfg.Keys.Enabled(), "members", len(c.Alive()))
+	c.log.Info("cluster started", "node", cfg.NodeName, "cluster", cfg.ClusterName, "gossip", ml.LocalNode().Address(),
+		"url", cfg.URL, "encrypted", cfg.Keys.Enabled(), "seeds", cfg.Join)
 	return c, nil
 }
 
@@ -152,6 +152,9 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	// incarnation not yet dead) is learned of soon; memberlist scales it
 	// up with the cluster size.
 	mc.PushPullInterval = 10 * time.Second
+	// Bounds a join attempt to a seed that does not answer, and so how long
+	// Stop may wait for the join loop (memberlist's default is 10s).
+	mc.TCPTimeout = 5 * time.Second
 	if cfg.Keys.Enabled() {
 		kr, err := memberlist.NewKeyring(cfg.Keys.GossipKeys(), cfg.Keys.GossipKeys()[0])
 		if err != nil {
@@ -263,6 +266,7 @@ func (c *Cluster) set(n *memberlist.Node, state string) string {
 // every second while alone), so membership heals after a partition.
 func (c *Cluster) joinLoop(ctx context.Context) {
 	defer c.wg.Done()
+	c.joinOnce(ctx)
 	for {
 		d := c.cfg.JoinInterval
 		if len(c.Alive()) <= 1 {

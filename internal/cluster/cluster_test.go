@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -188,5 +189,28 @@ func TestLogWriter(t *testing.T) {
 	_, _ = w.Write([]byte("[WARN] memberlist: something\n"))
 	if !strings.Contains(sb.String(), "level=WARN") || !strings.Contains(sb.String(), `msg="memberlist: something"`) {
 		t.Fatalf("got %q", sb.String())
+	}
+}
+
+// TestStartDoesNotWaitForSeeds: a seed that accepts connections but never
+// answers delays neither Start nor, beyond memberlist's stream timeout, Stop.
+func TestStartDoesNotWaitForSeeds(t *testing.T) {
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	start := time.Now()
+	c := startNode(t, "a", []string{hole.Addr().String()})
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Start took %s with a silent seed", d)
+	}
+	time.Sleep(100 * time.Millisecond) // the join loop is now stuck on the seed
+	start = time.Now()
+	if err := c.Stop(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 7*time.Second {
+		t.Fatalf("Stop took %s", d)
 	}
 }
