@@ -78,6 +78,8 @@ type Cluster struct {
 	Secret string `yaml:"secret" berth:"secret"`
 	// ExtraSecrets (comma-separated) are also accepted, for rotation.
 	ExtraSecrets string `yaml:"extra_secrets" berth:"secret"`
+	// NodeName is this node's unique, stable member name (default: the hostname).
+	NodeName string `yaml:"node_name"`
 }
 
 // Upstream is one registry endpoint.
@@ -269,7 +271,7 @@ func (c *Config) Validate() error {
 	if c.Admin.MaxMessageBytes < 1<<10 || c.Admin.MaxMessageBytes > 1<<30 {
 		return &Error{Key: "admin.max_message_bytes", Value: c.Admin.MaxMessageBytes.String(), Expected: "a size from 1Ki to 1Gi"}
 	}
-	return nil
+	return c.validateCluster() // internal/config/cluster.go
 }
 
 func validateURL(s string) error {
@@ -307,5 +309,6 @@ func (c Config) Redacted() Config {
 		ups[n] = u
 	}
 	c.Upstreams = ups
+	c.Cluster = c.Cluster.redacted()
 	return c
 }
