@@ -361,10 +361,14 @@ func containerEnv(t *testing.T, c corev1.Container, objs objects) map[string]str
 				return ref
 			})
 		case e.ValueFrom.FieldRef != nil:
-			if e.ValueFrom.FieldRef.FieldPath != "status.hostIP" {
-				t.Errorf("env %s from %s, want status.hostIP", e.Name, e.ValueFrom.FieldRef.FieldPath)
+			switch e.ValueFrom.FieldRef.FieldPath {
+			case "status.hostIP":
+				v = nodeIP
+			case "spec.nodeName":
+				v = "node-a"
+			default:
+				t.Errorf("env %s from %s, want status.hostIP or spec.nodeName", e.Name, e.ValueFrom.FieldRef.FieldPath)
 			}
-			v = nodeIP
 		case e.ValueFrom.SecretKeyRef != nil:
 			ref := e.ValueFrom.SecretKeyRef
 			s, ok := objs.secrets[ref.Name]

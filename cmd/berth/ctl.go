@@ -371,9 +371,13 @@ func (c *ctl) peers(ctx context.Context, args []string) error {
 		return err
 	}
 	tw := c.table()
-	fmt.Fprintln(tw, "NAME\tADDRESS\tURL\tSTATE")
+	fmt.Fprintln(tw, "NAME\tADDRESS\tURL\tSTATE\tSERVED") // SERVED: bytes the member sent this node
 	for _, m := range res.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Address, m.URL, m.State)
+		name := m.Name
+		if m.Self {
+			name += " (this node)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, m.Address, m.URL, m.State, humanBytes(m.ServedBytes))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

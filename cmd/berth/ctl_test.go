@@ -81,8 +81,11 @@ func fakeBerth(t *testing.T) string {
 		return admin.PurgeResult{Purged: 1, Bytes: 1234, Missing: len(p.Digests) - 1}, nil
 	})
 	admin.Handle(m, "peers.list", func(context.Context, struct{}) (admin.Peers, error) {
-		return admin.Peers{Members: []admin.Member{{Name: "node-a", Address: "10.0.0.5:5000", URL: "http://10.0.0.5:5000", State: "alive"}},
-			Note: "clustering is not built yet: this node is the only member"}, nil
+		return admin.Peers{Members: []admin.Member{
+			{Name: "node-a", Address: "10.0.0.5:7946", URL: "http://10.0.0.5:5001", State: "alive", Self: true},
+			{Name: "node-b", Address: "10.0.0.6:7946", URL: "http://10.0.0.6:5001", State: "alive", ServedBytes: 3<<20 + 1746},
+			{Name: "node-c", Address: "10.0.0.7:7946", URL: "http://10.0.0.7:5001", State: "dead", ServedBytes: 1234},
+		}}, nil
 	})
 	admin.Handle(m, "config.reload", func(context.Context, struct{}) (admin.ReloadResult, error) {
 		return admin.ReloadResult{Applied: []string{"max_disk", "tag_ttl"}, RestartRequired: []string{"listen"}}, nil

@@ -38,6 +38,9 @@ func loadConfig(args []string, stderr io.Writer) (config.Config, error) {
 		"max-fetches":      "max_fetches",
 		"log-level":        "log.level",
 		"log-format":       "log.format",
+		"peer-bind":        "cluster.peer_bind",
+		"peer-join":        "cluster.peer_join",
+		"advertise-url":    "cluster.advertise_url",
 	}
 	vals := map[string]*string{}
 	for f, k := range keys {

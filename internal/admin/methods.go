@@ -32,6 +32,8 @@ type Deps struct {
 	// returning the keys applied and those needing a restart (nil: config.reload
 	// is refused).
 	Reload func(ctx context.Context) (applied, restartRequired []string, err error)
+	// Peers lists the cluster members (nil: no cluster, this node alone).
+	Peers func() []Member
 	// InFlight returns the number of fills running (nil: 0).
 	InFlight func() int
 	// Listen is the registry's listen address as bound.
@@ -193,13 +195,21 @@ type Member struct {
 	Address string `json:"address"`
 	URL     string `json:"url"`
 	State   string `json:"state"`
+	// Self marks this node; ServedBytes is what the member has sent it.
+	Self        bool  `json:"self,omitempty"`
+	ServedBytes int64 `json:"served_bytes"`
 }
 
 func (s *Service) peers(context.Context, none) (Peers, error) {
+	if s.d.Peers != nil {
+		if ms := s.d.Peers(); ms != nil {
+			return Peers{Members: ms}, nil
+		}
+	}
 	host, _ := os.Hostname()
 	return Peers{
 		Members: []Member{{Name: host, Address: s.d.Listen, URL: "http://" + advertised(s.d.Listen, host), State: "alive"}},
-		Note:    "clustering is not built yet: this node is the only member",
+		Note:    "no cluster configured (cluster.peer_bind): this node is the only member",
 	}, nil
 }
 

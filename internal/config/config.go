@@ -90,6 +90,8 @@ type Cluster struct {
 	Secret string `yaml:"secret" berth:"secret"`
 	// ExtraSecrets (comma-separated) are also accepted, for rotation.
 	ExtraSecrets string `yaml:"extra_secrets" berth:"secret"`
+	// NodeName is this node's unique, stable member name (default: the hostname).
+	NodeName string `yaml:"node_name"`
 }
 
 // Upstream is one registry endpoint.
@@ -287,7 +289,10 @@ func (c *Config) Validate() error {
 	if c.Admin.MaxMessageBytes < 1<<10 || c.Admin.MaxMessageBytes > 1<<30 {
 		return &Error{Key: "admin.max_message_bytes", Value: c.Admin.MaxMessageBytes.String(), Expected: "a size from 1Ki to 1Gi"}
 	}
-	return c.validatePrivate()
+	if err := c.validateCluster(); err != nil { // internal/config/cluster.go
+		return err
+	}
+	return c.validatePrivate() // internal/config/private.go
 }
 
 func validateURL(s string) error {
@@ -325,5 +330,6 @@ func (c Config) Redacted() Config {
 		ups[n] = u
 	}
 	c.Upstreams = ups
+	c.Cluster = c.Cluster.redacted()
 	return c
 }

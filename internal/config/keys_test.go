@@ -23,7 +23,7 @@ func TestKeysMetadata(t *testing.T) {
 		"upstream_retries":        {live: true},
 		"log.level":               {live: true},
 		"max_fetches":             {},
-		"max_manifest_bytes":      {},
+		"max_manifest_bytes":      {live: true},
 		"metrics_listen":          {},
 		"admin.max_message_bytes": {},
 		"cluster.peer_bind":       {},
@@ -31,6 +31,7 @@ func TestKeysMetadata(t *testing.T) {
 		"cluster.advertise_url":   {},
 		"cluster.peer_listen":     {},
 		"cluster.name":            {},
+		"cluster.node_name":       {},
 		"cluster.secret":          {secret: true},
 		"cluster.extra_secrets":   {secret: true},
 	}

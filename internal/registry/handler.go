@@ -49,6 +49,13 @@ type Options struct {
 	// Source, if set, replaces the upstream as where blobs come from (it gets
 	// the upstream source to fall back on).
 	Source func(up fetch.Source) fetch.Source
+	// PeerManifest, if set, gets a manifest by digest from the cluster before
+	// the upstream; any error means: ask the upstream.
+	PeerManifest func(ctx context.Context, req fetch.Request, accept string) (body []byte, mediaType string, err error)
+	// Manifests, if set, coalesces manifest fetches across handlers over the
+	// same store (the /v2/ and peer APIs of one node).
+	Manifests *singleflight.Group
+
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -65,7 +72,8 @@ type Handler struct {
 	log    *slog.Logger
 	m      *metrics.Metrics
 	// manifests coalesces concurrent manifest and tag resolutions.
-	manifests singleflight.Group
+	// It is shared with the peer API (Options.Manifests).
+	manifests *singleflight.Group
 	// tagLists holds a token per tags/list request in flight.
 	tagLists chan struct{}
 }
@@ -87,7 +95,11 @@ func New(opts Options) *Handler {
 	if opts.Auth == nil {
 		opts.Auth = NewAuth(AuthOptions{Marks: opts.Store, Logger: opts.Logger})
 	}
-	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics, tagLists: make(chan struct{}, maxTagLists)}
+	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics, manifests: opts.Manifests,
+		tagLists: make(chan struct{}, maxTagLists)}
+	if h.manifests == nil {
+		h.manifests = new(singleflight.Group)
+	}
 	h.router = Router{
 		Known:   func(n string) bool { _, ok := opts.Upstreams.Lookup(n); return ok },
 		Default: opts.DefaultRegistry,

@@ -98,9 +98,12 @@ func (h *Handler) manifestByDigest(ctx context.Context, req *request, dg digest.
 	return v.(manifest), nil
 }
 
-// fetchManifest GETs ref upstream (its bytes verified against its digest,
+// fetchManifest asks the digest's owner in a cluster (peer.go), else GETs ref upstream (its bytes verified against its digest,
 // and capped), checks its type and stores it. Failures are counted here.
 func (h *Handler) fetchManifest(ctx context.Context, req *request, ref string) (manifest, error) {
+	if m, ok := h.manifestFromPeer(ctx, req, ref); ok {
+		return m, nil
+	}
 	t := req.target
 	body, d, err := req.client.GetManifest(ctx, t.Repository, ref, h.maxManifestBytes())
 	var nm store.NewManifest

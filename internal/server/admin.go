@@ -19,6 +19,7 @@ func (s *Server) startAdmin(listen string) (stop func() error, err error) {
 		Config:   s.current,
 		Reload:   s.Reload,
 		InFlight: s.Fetcher.InFlight,
+		Peers:    s.cluster.Members,
 		Listen:   listen,
 		Version:  s.version,
 		Started:  s.started,

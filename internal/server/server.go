@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/berth-mirror/berth/internal/config"
 	"github.com/berth-mirror/berth/internal/fetch"
@@ -39,8 +40,9 @@ type Server struct {
 	ready     atomic.Bool
 	started   time.Time
 	version   string
-	conns     *connGate // client slots and the probe reserve (listener.go)
-	live      live      // what config.reload swaps (reload.go)
+	conns     *connGate    // client slots and the probe reserve (listener.go)
+	live      live         // what config.reload swaps (reload.go)
+	cluster   *clusterNode // nil without a cluster (cluster.go)
 }
 
 // Option configures New beyond the configuration file's keys.
@@ -85,8 +87,16 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		Logger:     log.With("component", "fetch"),
 		Observer:   metrics.FillObserver{M: m},
 	})
+	// One manifest coalescer shared by the /v2/ and peer APIs, so a manifest
+	// is fetched upstream once per node whichever API asked.
+	manifests := new(singleflight.Group)
+	cl, err := newClusterNode(cfg, log, st, fc, ups, m, manifests)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now(),
-		version: o.version}
+		version: o.version, cluster: cl}
 	s.conns = newConnGate(cfg, log.With("component", "http"), func() { m.BadRequests.WithLabelValues(registry.CodeTooLarge).Inc() })
 	auth := newAuth(cfg, st, m, log)
 	s.live.build = func(cfg config.Config) http.Handler {
@@ -102,6 +112,9 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 			UpstreamTimeout:  2 * cfg.UpstreamTimeout.D(),
 			MaxHeaderBytes:   int(cfg.MaxHeaderBytes),
 			Logger:           log.With("component", "registry"),
+			Source:           cl.Source(),
+			PeerManifest:     cl.PeerManifest(),
+			Manifests:        manifests,
 		})
 	}
 	s.live.v2.set(s.live.build(cfg))
@@ -118,6 +131,9 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	// /v2/ bypasses ServeMux: it would answer a path with "..", "." or "//"
 	// with a redirect to the cleaned path instead of the registry's OCI error.
 	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cluster.ServePeer(w, r) { // /peer/v1/
+			return
+		}
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 			s.live.v2.ServeHTTP(w, r)
 			return
@@ -173,6 +189,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return errors.Join(err, ln.Close(), stopAdmin(), s.Close())
 	}
+	stopCluster, err := s.cluster.Start(ctx)
+	if err != nil {
+		return errors.Join(err, ln.Close(), stopMetrics(), stopAdmin(), s.Close())
+	}
 	flushDone := make(chan struct{})
 	go s.flushLoop(ctx, flushDone)
 	errc := make(chan error, 1)
@@ -186,7 +206,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.ready.Store(false)
 		s.log.Info("shutting down: draining requests in flight", "timeout", s.cfg.ShutdownTimeout.String())
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
+		cerr := stopCluster(sctx) // leave first: peers stop choosing this node
 		err = hs.Shutdown(sctx)
+		err = errors.Join(err, cerr)
 		cancel()
 		if err != nil {
 			s.log.Warn("drain timed out; closing remaining connections", "error", err)
@@ -200,6 +222,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
+	err = errors.Join(err, stopCluster(context.Background())) // a no-op if stopped above
 	err = errors.Join(err, stopMetrics(), stopAdmin())
 	return errors.Join(err, s.Close())
 }

@@ -1,0 +1,226 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/berth-mirror/berth/internal/admin"
+	"github.com/berth-mirror/berth/internal/cluster"
+	"github.com/berth-mirror/berth/internal/config"
+	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/metrics"
+	"github.com/berth-mirror/berth/internal/registry"
+	"github.com/berth-mirror/berth/internal/store"
+)
+
+// clusterNode is this server's part in a cluster: membership, the asking
+// side (the registry's Source hook) and the peer API. A nil *clusterNode
+// is a node without a cluster; every method works on it.
+type clusterNode struct {
+	cfg      config.Cluster
+	url      string
+	name     string
+	log      *slog.Logger
+	keys     cluster.Keys
+	m        *cluster.Metrics
+	peer     *registry.Peer
+	fetcher  *cluster.Fetcher
+	bytesOut prometheus.Counter
+
+	c       atomic.Pointer[cluster.Cluster] // set while running
+	stopped sync.Once
+	peerSrv *http.Server
+	peerErr chan error
+}
+
+// newClusterNode prepares the cluster when cluster.peer_bind is set (nil
+// otherwise); Start joins it.
+func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fetch.Coalescer, ups *Upstreams, m *metrics.Metrics, group *singleflight.Group) (*clusterNode, error) {
+	if !cfg.Cluster.Enabled() {
+		return nil, nil
+	}
+	url, err := cfg.PeerURL()
+	if err != nil {
+		return nil, err
+	}
+	name := cfg.Cluster.NodeName
+	if name == "" {
+		if name, err = os.Hostname(); err != nil || name == "" {
+			return nil, &config.Error{Key: "cluster.node_name", Value: "", Expected: "a unique node name (the hostname is not available)"}
+		}
+	}
+	log = log.With("component", "cluster")
+	primary, extra := cfg.Cluster.Secrets()
+	n := &clusterNode{cfg: cfg.Cluster, url: url, name: name, log: log, keys: cluster.NewKeys(primary, extra...), m: cluster.NewMetrics()}
+	n.bytesOut = n.m.Bytes.WithLabelValues("out")
+	n.fetcher = cluster.NewFetcher(n, n.keys, n.m, log)
+	n.peer = registry.NewPeer(registry.Options{
+		Store: st, Fetcher: fc, Upstreams: ups, Metrics: m,
+		DefaultRegistry: cfg.DefaultUpstream,
+		UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
+		MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
+		Logger:          log,
+		Manifests:       group,
+	}, registry.PeerOptions{
+		Verify: n.verify,
+		Served: func(result string, bytes int64) {
+			n.m.Requests.WithLabelValues("server", result).Inc()
+			n.bytesOut.Add(float64(bytes))
+		},
+	})
+	m.Registry.MustRegister(n.m.Collectors()...)
+	m.Registry.MustRegister(cluster.MembersCollector(func() []cluster.Member {
+		if c := n.c.Load(); c != nil {
+			return c.Members()
+		}
+		return nil
+	}))
+	return n, nil
+}
+
+func (n *clusterNode) verify(r *http.Request, dg string) error {
+	err := n.keys.Verify(r, dg, time.Now())
+	if errors.Is(err, cluster.ErrNoToken) {
+		return fmt.Errorf("%w: %w", registry.ErrNoCredentials, err)
+	}
+	return err
+}
+
+// Name and Owners make the node the Fetcher's membership: before Start (or
+// after Stop) it knows no owners, so blobs come from the upstream.
+func (n *clusterNode) Name() string { return n.name }
+
+// Owners implements cluster.Membership.
+func (n *clusterNode) Owners(key string) []cluster.Member {
+	if c := n.c.Load(); c != nil {
+		return c.Owners(key)
+	}
+	return nil
+}
+
+// Source is the registry's Source hook (nil without a cluster).
+func (n *clusterNode) Source() func(fetch.Source) fetch.Source {
+	if n == nil {
+		return nil
+	}
+	return n.fetcher.Wrap
+}
+
+// PeerManifest is the registry's PeerManifest hook (nil without a cluster).
+func (n *clusterNode) PeerManifest() func(context.Context, fetch.Request, string) ([]byte, string, error) {
+	if n == nil {
+		return nil
+	}
+	return n.fetcher.Manifest
+}
+
+// ServePeer serves r if it is a peer API request and reports whether it did.
+func (n *clusterNode) ServePeer(w http.ResponseWriter, r *http.Request) bool {
+	if n == nil || !strings.HasPrefix(r.URL.Path, registry.PeerPrefix) {
+		return false
+	}
+	n.peer.ServeHTTP(w, r)
+	return true
+}
+
+// Start joins the cluster and opens the peer-only listener when
+// cluster.peer_listen is set. The stop function leaves the cluster (so
+// others stop choosing this node at once) and drains the peer listener
+// within ctx; it may be called more than once.
+func (n *clusterNode) Start(ctx context.Context) (stop func(ctx context.Context) error, err error) {
+	if n == nil {
+		return func(context.Context) error { return nil }, nil
+	}
+	var ln net.Listener
+	if n.cfg.PeerListen != "" {
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", n.cfg.PeerListen); err != nil {
+			return nil, fmt.Errorf("cluster: cannot listen on cluster.peer_listen %s: %w", n.cfg.PeerListen, err)
+		}
+	}
+	c, err := cluster.Start(cluster.Config{
+		NodeName:    n.name,
+		ClusterName: n.cfg.Name,
+		Bind:        n.cfg.PeerBind,
+		Join:        n.cfg.JoinList(),
+		URL:         n.url,
+		Keys:        n.keys,
+		Logger:      n.log,
+	})
+	if err != nil {
+		if ln != nil {
+			_ = ln.Close()
+		}
+		return nil, err
+	}
+	n.c.Store(c)
+	if ln != nil {
+		n.peerSrv = &http.Server{
+			Handler:           http.HandlerFunc(n.servePeerOnly),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+		}
+		n.peerErr = make(chan error, 1)
+		go func() { n.peerErr <- n.peerSrv.Serve(ln) }()
+		n.log.Info("peer API listening", "addr", ln.Addr().String())
+	}
+	return n.stop, nil
+}
+
+// servePeerOnly is the peer listener's handler: nothing but the peer API.
+func (n *clusterNode) servePeerOnly(w http.ResponseWriter, r *http.Request) {
+	if !n.ServePeer(w, r) {
+		http.NotFound(w, r)
+	}
+}
+
+func (n *clusterNode) stop(ctx context.Context) error {
+	var err error
+	n.stopped.Do(func() {
+		if c := n.c.Load(); c != nil {
+			err = c.Stop(2 * time.Second)
+			n.c.Store(nil)
+		}
+		if n.peerSrv != nil {
+			if serr := n.peerSrv.Shutdown(ctx); serr != nil {
+				_ = n.peerSrv.Close()
+			}
+			if serr := <-n.peerErr; !errors.Is(serr, http.ErrServerClosed) {
+				err = errors.Join(err, serr)
+			}
+		}
+		n.fetcher.Close()
+	})
+	return err
+}
+
+// Members lists every member for peers.list, with the bytes each has
+// served this node (nil without a cluster).
+func (n *clusterNode) Members() []admin.Member {
+	if n == nil {
+		return nil
+	}
+	c := n.c.Load()
+	if c == nil {
+		return []admin.Member{{Name: n.name, URL: n.url, State: "stopped"}}
+	}
+	ms := c.Members()
+	out := make([]admin.Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, admin.Member{Name: m.Name, Address: m.Addr, URL: m.URL, State: m.State,
+			Self: m.Name == n.name, ServedBytes: n.fetcher.ServedBy(m.Name)})
+	}
+	return out
+}
