@@ -86,6 +86,17 @@ func (h *Handler) manifestByDigest(ctx context.Context, req *request, dg digest.
 		return m, nil
 	}
 	h.m.Cache.WithLabelValues("manifest", "miss").Inc()
+	m, err = h.fetchByDigest(ctx, req, dg)
+	if err != nil {
+		return manifest{}, upstreamError(req.target, err, CodeManifestUnknown)
+	}
+	return m, nil
+}
+
+// fetchByDigest fetches dg once for all concurrent askers of req's
+// repository: clients asking by digest, tag resolutions on this node, and
+// peers asking this node as the digest's owner.
+func (h *Handler) fetchByDigest(ctx context.Context, req *request, dg digest.Digest) (manifest, error) {
 	v, err, _ := h.manifests.Do("m\x00"+req.target.String()+"\x00"+dg.String(), func() (any, error) {
 		// Detached: the result serves every waiter, not just the first client.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.UpstreamTimeout)
@@ -93,7 +104,7 @@ func (h *Handler) manifestByDigest(ctx context.Context, req *request, dg digest.
 		return h.fetchManifest(fctx, req, dg.String())
 	})
 	if err != nil {
-		return manifest{}, upstreamError(req.target, err, CodeManifestUnknown)
+		return manifest{}, err
 	}
 	return v.(manifest), nil
 }
@@ -191,21 +202,25 @@ func (h *Handler) headTag(ctx context.Context, req *request, tag string) (manife
 		h.countFailure(ctx, req.target, err)
 		return manifest{}, &resolveError{err}
 	}
-	ref := tag
-	if d.Digest != "" {
-		m, ok, err := h.cachedManifest(req, d.Digest)
+	if d.Digest == "" {
+		h.m.Cache.WithLabelValues("manifest", "miss").Inc()
+		m, err := h.fetchManifest(ctx, req, tag)
 		if err != nil {
-			return manifest{}, err
+			return manifest{}, &resolveError{err}
 		}
-		if ok {
-			h.m.Cache.WithLabelValues("manifest", "hit").Inc()
-			return m, nil
-		}
-		// By digest, so the bytes are verified against what HEAD said.
-		ref = d.Digest.String()
+		return m, nil
 	}
+	m, ok, err := h.cachedManifest(req, d.Digest)
+	if err != nil {
+		return manifest{}, err
+	}
+	if ok {
+		h.m.Cache.WithLabelValues("manifest", "hit").Inc()
+		return m, nil
+	}
+	// By digest, so the bytes are verified against what HEAD said.
 	h.m.Cache.WithLabelValues("manifest", "miss").Inc()
-	m, err := h.fetchManifest(ctx, req, ref)
+	m, err = h.fetchByDigest(ctx, req, d.Digest)
 	if err != nil {
 		return manifest{}, &resolveError{err}
 	}
