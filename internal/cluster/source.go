@@ -235,6 +235,9 @@ func (f *Fetcher) manifest(ctx context.Context, o Member, req fetch.Request, acc
 
 func (f *Fetcher) peerURL(o Member, kind string, req fetch.Request) string {
 	q := url.Values{"registry": {req.Registry}, "repository": {req.Repository}}
+	if req.Verified {
+		q.Set("verified", "1") // the asking node checked its client (private content)
+	}
 	return strings.TrimSuffix(o.URL, "/") + PeerPath + kind + "/" + req.Digest.String() + "?" + q.Encode()
 }
 

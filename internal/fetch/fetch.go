@@ -29,6 +29,10 @@ type Request struct {
 	Digest digest.Digest
 	// Registry and Repository say which upstream repository holds it.
 	Registry, Repository string
+	// Verified: the client asking proved, with its own credentials, that
+	// it may read Repository (a private one). A peer owner serves private
+	// content only to such requests (docs/private-images.md).
+	Verified bool
 }
 
 // Meta is what a source says about the blob it is sending.

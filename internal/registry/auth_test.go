@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-mirror/berth/internal/fetch"
 	"github.com/berth-mirror/berth/internal/store"
 )
 
@@ -413,6 +416,82 @@ func TestAuthRepositoryPublicAgain(t *testing.T) {
 	}
 	if repos, _ := s.store.PrivateRepos(); len(repos) != 0 {
 		t.Fatalf("private marks left: %v", repos)
+	}
+}
+
+// TestAuthPeer: the owner's side of a peer request. Private content goes
+// only to a peer that verified its client for the repository it came from,
+// and only with peer tokens; through another repository only once that
+// repository's upstream confirms it holds it.
+func TestAuthPeer(t *testing.T) {
+	s, img := setupPrivate(t, authStackOptions{})
+	if r := s.pull(t, privRoutes[0].prefix, "", basicAuth(privUser, privPass), img); !r.allOK() {
+		t.Fatalf("private pull: %v", r.statuses)
+	}
+	pubImg := s.pub.inner.pushImage(t, "lib/pub", "v1", 1500)
+	s.pub.setPublic("lib/pub")
+	s.pub.setPublic("lib/other")
+	layer := img.layers[0].String()
+	tokens, open := s.peer(t, true), s.peer(t, false)
+	cases := []struct {
+		name   string
+		srv    *httptest.Server
+		path   string
+		status int
+	}{
+		{"verified, origin repository", tokens, "/peer/v1/blobs/" + layer + "?registry=registry.test:5000&repository=team/app&verified=1", 200},
+		{"verified manifest", tokens, "/peer/v1/manifests/" + img.manifest.String() + "?registry=registry.test:5000&repository=team/app&verified=1", 200},
+		{"not verified", tokens, "/peer/v1/blobs/" + layer + "?registry=registry.test:5000&repository=team/app", 404},
+		{"not verified manifest", tokens, "/peer/v1/manifests/" + img.manifest.String() + "?registry=registry.test:5000&repository=team/app", 404},
+		{"verified for another repository", tokens, "/peer/v1/blobs/" + layer + "?registry=registry.test:5000&repository=other/repo&verified=1", 404},
+		{"public repository not holding it", tokens, "/peer/v1/blobs/" + layer + "?registry=public.test&repository=lib/other", 404},
+		{"no cluster secret: the claim is not trusted", open, "/peer/v1/blobs/" + layer + "?registry=registry.test:5000&repository=team/app&verified=1", 404},
+		{"public content", open, "/peer/v1/blobs/" + pubImg.layers[0].String() + "?registry=public.test&repository=lib/pub", 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Get(tc.srv.URL + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			if tc.status != 200 && strings.Contains(string(body), string(img.data[img.layers[0]][:32])) {
+				t.Fatal("private content in a refusal")
+			}
+		})
+	}
+}
+
+// TestAuthPeerRequestVerified: the asking node tells the peer source
+// whether it checked its client (the private path) or not.
+func TestAuthPeerRequestVerified(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[digest.Digest]bool{}
+	rec := func(up fetch.Source) fetch.Source {
+		return fetch.SourceFunc(func(ctx context.Context, req fetch.Request, off int64) (io.ReadCloser, fetch.Meta, error) {
+			mu.Lock()
+			seen[req.Digest] = req.Verified
+			mu.Unlock()
+			return up.Open(ctx, req, off)
+		})
+	}
+	s, img := setupPrivate(t, authStackOptions{source: rec})
+	pub := s.pub.inner.pushImage(t, "lib/pub", "v1", 1200)
+	s.pub.setPublic("lib/pub")
+	if r := s.pull(t, privRoutes[0].prefix, "", basicAuth(privUser, privPass), img); !r.allOK() {
+		t.Fatalf("private pull: %v", r.statuses)
+	}
+	if r := s.pull(t, "/v2/public.test/lib/pub", "", "", pub); !r.allOK() {
+		t.Fatalf("public pull: %v", r.statuses)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !seen[img.layers[0]] || seen[pub.layers[0]] {
+		t.Fatalf("Verified: private layer %v, public layer %v; want true, false", seen[img.layers[0]], seen[pub.layers[0]])
 	}
 }
 

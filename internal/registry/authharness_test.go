@@ -223,6 +223,22 @@ type authStack struct {
 	base      *upstream.Client
 	ups       upstreamMap
 	mode      string
+	source    func(fetch.Source) fetch.Source
+}
+
+// peer is the peer API over the stack's store, upstreams and Auth, as a
+// cluster node serves it; withTokens: a cluster secret is set.
+func (s *authStack) peer(t testing.TB, withTokens bool) *httptest.Server {
+	t.Helper()
+	var popts PeerOptions
+	if withTokens {
+		popts.Verify = func(*http.Request, string) error { return nil }
+	}
+	p := NewPeer(Options{Store: s.store, Fetcher: s.fetcher, Metrics: s.metrics, Auth: s.auth, Logger: s.log,
+		Upstreams: s.ups, DefaultRegistry: "docker.io", Now: s.clock}, popts)
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 type authStackOptions struct {
@@ -231,6 +247,8 @@ type authStackOptions struct {
 	nodePass string
 	private  string // PrivateClient or PrivateNode
 	st       *store.Store
+	// source, if set, is Options.Source (a cluster's peer source).
+	source func(fetch.Source) fetch.Source
 }
 
 func newAuthStack(t testing.TB, o authStackOptions) *authStack {
@@ -265,6 +283,7 @@ func newAuthStack(t testing.TB, o authStackOptions) *authStack {
 	s.log = slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s.ups = upstreamMap{"registry.test:5000": pc, "docker.io": pc, "public.test": qc}
 	s.mode = o.private
+	s.source = o.source
 	s.build(m.Registry)
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.nowMu.Lock()
@@ -285,6 +304,7 @@ func (s *authStack) build(reg prometheus.Registerer) {
 		DefaultRegistry: "docker.io",
 		TagTTL:          time.Minute,
 		Now:             s.clock,
+		Source:          s.source,
 	})
 	s.nowMu.Lock()
 	s.auth, s.h = auth, h

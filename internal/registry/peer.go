@@ -121,12 +121,18 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	c, _ := p.h.opts.Upstreams.Lookup(t.Registry)
-	req := &request{target: t, client: c, path: Path{Name: t.String(), Reference: dg.String()}}
+	req := &request{target: t, client: c, path: Path{Name: t.String(), Reference: dg.String(), Kind: KindManifest}}
 	if kind == "blobs" {
 		req.path.Kind = KindBlob
+	}
+	// Private content goes only to a peer that checked its client (and
+	// only with tokens: without a cluster secret anyone could claim it).
+	if err := p.h.peerAllowed(r.Context(), req, p.opts.Verify != nil && q.Get("verified") == "1"); err != nil {
+		return err
+	}
+	if kind == "blobs" {
 		return p.h.serveBlob(w, r, req)
 	}
-	req.path.Kind = KindManifest
 	return p.h.serveManifest(w, r, req)
 }
 
@@ -141,7 +147,7 @@ func (h *Handler) manifestFromPeer(ctx context.Context, req *request, ref string
 	if err != nil {
 		return manifest{}, false
 	}
-	body, mt, err := h.opts.PeerManifest(ctx, fetch.Request{Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository}, "")
+	body, mt, err := h.opts.PeerManifest(ctx, fetch.Request{Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository, Verified: req.private}, "")
 	if err != nil {
 		return manifest{}, false
 	}
@@ -153,7 +159,7 @@ func (h *Handler) manifestFromPeer(ctx context.Context, req *request, ref string
 	}
 	var info store.Info
 	if err == nil {
-		info, err = h.opts.Store.PutManifest(body, nm)
+		info, err = h.putManifest(req, body, nm)
 	}
 	if err != nil {
 		h.log.LogAttrs(ctx, slog.LevelWarn, "manifest from a peer refused", slog.String("digest", ref), slog.String("error", err.Error()))

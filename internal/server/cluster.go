@@ -47,7 +47,7 @@ type clusterNode struct {
 
 // newClusterNode prepares the cluster when cluster.peer_bind is set (nil
 // otherwise); Start joins it.
-func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fetch.Coalescer, ups *Upstreams, m *metrics.Metrics, group *singleflight.Group) (*clusterNode, error) {
+func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fetch.Coalescer, ups *Upstreams, m *metrics.Metrics, group *singleflight.Group, auth *registry.Auth) (*clusterNode, error) {
 	if !cfg.Cluster.Enabled() {
 		return nil, nil
 	}
@@ -73,13 +73,8 @@ func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fe
 		MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
 		Logger:          log,
 		Manifests:       group,
-	}, registry.PeerOptions{
-		Verify: n.verify,
-		Served: func(result string, bytes int64) {
-			n.m.Requests.WithLabelValues("server", result).Inc()
-			n.bytesOut.Add(float64(bytes))
-		},
-	})
+		Auth:            auth,
+	}, n.peerOptions())
 	m.Registry.MustRegister(n.m.Collectors()...)
 	m.Registry.MustRegister(cluster.MembersCollector(func() []cluster.Member {
 		if c := n.c.Load(); c != nil {
@@ -88,6 +83,22 @@ func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fe
 		return nil
 	}))
 	return n, nil
+}
+
+// peerOptions: without a cluster secret peer requests are not
+// authenticated (Verify nil), which the peer API also reads as "no peer's
+// word is trusted" for private content.
+func (n *clusterNode) peerOptions() registry.PeerOptions {
+	o := registry.PeerOptions{
+		Served: func(result string, bytes int64) {
+			n.m.Requests.WithLabelValues("server", result).Inc()
+			n.bytesOut.Add(float64(bytes))
+		},
+	}
+	if n.keys.Enabled() {
+		o.Verify = n.verify
+	}
+	return o
 }
 
 func (n *clusterNode) verify(r *http.Request, dg string) error {

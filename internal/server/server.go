@@ -90,7 +90,8 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	// One manifest coalescer shared by the /v2/ and peer APIs, so a manifest
 	// is fetched upstream once per node whichever API asked.
 	manifests := new(singleflight.Group)
-	cl, err := newClusterNode(cfg, log, st, fc, ups, m, manifests)
+	auth := newAuth(cfg, st, m, log) // shared by the /v2/ and peer APIs (private content)
+	cl, err := newClusterNode(cfg, log, st, fc, ups, m, manifests, auth)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -98,7 +99,6 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now(),
 		version: o.version, cluster: cl}
 	s.conns = newConnGate(cfg, log.With("component", "http"), func() { m.BadRequests.WithLabelValues(registry.CodeTooLarge).Inc() })
-	auth := newAuth(cfg, st, m, log)
 	s.live.build = func(cfg config.Config) http.Handler {
 		return registry.New(registry.Options{
 			Auth:             auth,
