@@ -212,6 +212,7 @@ func (f *Fetcher) manifest(ctx context.Context, o Member, req fetch.Request, acc
 		hr.Header.Set("Accept", accept)
 	}
 	f.keys.Authorize(hr, req.Digest.String(), f.now())
+	setUpstreamToken(hr, req)
 	resp, err := f.client.Do(hr)
 	if err != nil {
 		return nil, "", &errPeer{"connect", err}
@@ -239,6 +240,18 @@ func (f *Fetcher) peerURL(o Member, kind string, req fetch.Request) string {
 		q.Set("verified", "1") // the asking node checked its client (private content)
 	}
 	return strings.TrimSuffix(o.URL, "/") + PeerPath + kind + "/" + req.Digest.String() + "?" + q.Encode()
+}
+
+// UpstreamTokenHeader carries a verified client's short-lived upstream token
+// to the owner that fetches for it (docs/private-images.md).
+const UpstreamTokenHeader = "Berth-Upstream-Token"
+
+// setUpstreamToken hands the owner the asking node's upstream token, only
+// with a cluster secret (otherwise the owner would not trust the request).
+func setUpstreamToken(hr *http.Request, req fetch.Request) {
+	if req.UpstreamToken != "" && req.Verified && hr.Header.Get("Authorization") != "" {
+		hr.Header.Set(UpstreamTokenHeader, req.UpstreamToken)
+	}
 }
 
 func failKey(req fetch.Request, member string) string { return string(req.Digest) + "\x00" + member }
@@ -287,6 +300,7 @@ func (f *Fetcher) open(ctx context.Context, o Member, req fetch.Request, offset 
 		hr.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
 	f.keys.Authorize(hr, req.Digest.String(), f.now())
+	setUpstreamToken(hr, req)
 	start := time.Now()
 	resp, err := f.client.Do(hr)
 	if err != nil {

@@ -33,6 +33,11 @@ type Request struct {
 	// it may read Repository (a private one). A peer owner serves private
 	// content only to such requests (docs/private-images.md).
 	Verified bool
+	// UpstreamToken, if set, is a short-lived bearer token for pulling
+	// Repository, from the registry's token service with the verified
+	// client's credentials: a peer owner fetches with it (never with the
+	// client's password). Secret: never logged.
+	UpstreamToken string
 }
 
 // Meta is what a source says about the blob it is sending.

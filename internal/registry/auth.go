@@ -89,6 +89,9 @@ type Auth struct {
 	// clients holds upstream clients authenticating with a client's
 	// credentials (or anonymously), keyed by a keyed hash of them.
 	clients *ttlCache[credClient]
+	// tokens holds upstream pull tokens obtained with a client's credentials
+	// for a repository, to hand to the cluster owner that fetches for it.
+	tokens *ttlCache[pullToken]
 
 	// flight coalesces concurrent checks of one credential for one object.
 	flight singleflight.Group
@@ -149,6 +152,7 @@ func NewAuth(opts AuthOptions) *Auth {
 		public:    newTTLCache[struct{}](maxDecisions, opts.TTL),
 		rechecked: newTTLCache[struct{}](maxDecisions, opts.TTL),
 		clients:   newTTLCache[credClient](maxClients, clientTTL),
+		tokens:    newTTLCache[pullToken](maxClients, clientTTL),
 		private:   map[string]bool{},
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_auth_upstream_checks_total",
@@ -292,6 +296,22 @@ func (a *Auth) clientFor(base *upstream.Client, creds Credentials) (*upstream.Cl
 	c, err := base.WithAuthenticator(auth)
 	if err != nil {
 		return nil, errors.New("building an upstream client for the client's credentials failed")
+	}
+	a.clients.put(k, credClient{base: base, c: c}, now)
+	return c, nil
+}
+
+// tokenClient returns an upstream client for base's registry that pulls
+// with a bearer token a peer obtained for its verified client.
+func (a *Auth) tokenClient(base *upstream.Client, token string) (*upstream.Client, error) {
+	k := a.keys.sum("token-client", base.Name(), base.URL(), token)
+	now := a.opts.Now()
+	if cc, at, ok := a.clients.get(k); ok && cc.base == base && now.Sub(at) < clientTTL {
+		return cc.c, nil
+	}
+	c, err := base.WithRegistryToken(token)
+	if err != nil {
+		return nil, errors.New("building an upstream client for a peer's token failed")
 	}
 	a.clients.put(k, credClient{base: base, c: c}, now)
 	return c, nil

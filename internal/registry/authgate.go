@@ -180,8 +180,12 @@ func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds
 		if err := h.verify(r.Context(), req, creds); err != nil {
 			return err
 		}
-		if err := h.markIfMissing(req); err != nil {
+		missing, err := h.markIfMissing(req)
+		if err != nil {
 			return err
+		}
+		if missing {
+			req.token = h.peerToken(r.Context(), req, creds)
 		}
 	}
 	err = h.serve(w, r, req)
@@ -198,15 +202,15 @@ func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds
 // repository before it is fetched, so that no other route can serve it
 // unchecked from the moment it lands in the store (manifests found by tag
 // are marked where they are stored: putManifest).
-func (h *Handler) markIfMissing(req *request) error {
+func (h *Handler) markIfMissing(req *request) (missing bool, err error) {
 	dg := requestDigest(req)
 	if dg == "" {
-		return nil
+		return false, nil
 	}
 	if _, err := h.opts.Store.Stat(dg); err == nil || !store.IsNotFound(err) {
-		return nil
+		return false, nil
 	}
-	return h.opts.Auth.markObject(repoID(req), dg)
+	return true, h.opts.Auth.markObject(repoID(req), dg)
 }
 
 // requestDigest is the digest a request names (blob, or manifest by

@@ -2,7 +2,12 @@ package registry
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net/http"
+	"time"
+
+	"github.com/berth-mirror/berth/internal/upstream"
 )
 
 // peerAllowed applies the private-content rules on the owner's side of a
@@ -34,4 +39,64 @@ func (h *Handler) peerAllowed(ctx context.Context, req *request, verified bool) 
 		return newError(http.StatusNotFound, notFoundCode(req), "%s is private content this node cannot confirm for %s", dg, req.target)
 	}
 	return nil
+}
+
+// PeerUpstreamTokenHeader carries a verified client's short-lived upstream
+// pull token from the asking node to the owner (the cluster package sends
+// it under the same name).
+const PeerUpstreamTokenHeader = "Berth-Upstream-Token"
+
+// pullToken is a cached upstream pull token ("" : the registry has none).
+type pullToken struct {
+	token string
+	ttl   time.Duration
+}
+
+// peerToken is a bearer token for pulling req's repository, from the
+// registry's token service with the client's credentials, for the cluster
+// owner that will fetch what this node lacks, so that a private blob, too,
+// crosses the internet once per cluster. The client's password never leaves
+// this node. "" without a cluster, for a registry without tokens, or on
+// failure (the owner then cannot fetch, and this node fetches itself).
+func (h *Handler) peerToken(ctx context.Context, req *request, creds Credentials) string {
+	if h.opts.Source == nil && h.opts.PeerManifest == nil {
+		return ""
+	}
+	a := h.opts.Auth
+	k := a.keys.sum("pull-token", creds.Username, creds.Password, repoID(req))
+	now := a.opts.Now()
+	if pt, at, ok := a.tokens.get(k); ok && now.Sub(at) < pt.ttl/2 {
+		return pt.token
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.opts.UpstreamTimeout)
+	defer cancel()
+	tok, ttl, err := req.client.PullToken(ctx, req.target.Repository)
+	switch {
+	case errors.Is(err, upstream.ErrNoTokenAuth):
+		a.tokens.put(k, pullToken{ttl: 2 * a.opts.TTL}, now) // ask again after auth_ttl
+		return ""
+	case err != nil:
+		h.log.LogAttrs(ctx, slog.LevelDebug, "no upstream token for peers", slog.String("upstream", req.target.Registry),
+			slog.String("repo", req.target.Repository), slog.String("error", err.Error()))
+		return ""
+	}
+	a.tokens.put(k, pullToken{token: tok, ttl: ttl}, now)
+	return tok
+}
+
+// peerFetchAs makes the owner fetch what a verified peer asks for with the
+// upstream token it handed over: the fill then pulls as that peer's client
+// could, and what it stores is marked private, so this node's own clients
+// prove access before they read it.
+func (h *Handler) peerFetchAs(req *request, verified bool, token string) error {
+	if !verified || token == "" {
+		return nil
+	}
+	c, err := h.opts.Auth.tokenClient(req.client, token)
+	if err != nil {
+		return err
+	}
+	req.client, req.private = c, true
+	_, err = h.markIfMissing(req)
+	return err
 }

@@ -52,8 +52,8 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 			src = h.opts.Source(src)
 		}
 		rd, joined, err := h.opts.Fetcher.Get(r.Context(), fetch.Request{
-			Verified: req.private,
-			Digest:   dg, Registry: req.target.Registry, Repository: req.target.Repository,
+			Verified: req.private, UpstreamToken: req.token,
+			Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository,
 		}, src)
 		if err != nil {
 			return err

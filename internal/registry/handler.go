@@ -117,6 +117,8 @@ type request struct {
 	private bool
 	// id names the repository by its upstream endpoint (repoID).
 	id string
+	// token is an upstream pull token for a cluster owner (authpeer.go).
+	token string
 }
 
 // ServeHTTP implements the pull API.

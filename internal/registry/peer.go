@@ -127,7 +127,11 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Private content goes only to a peer that checked its client (and
 	// only with tokens: without a cluster secret anyone could claim it).
-	if err := p.h.peerAllowed(r.Context(), req, p.opts.Verify != nil && q.Get("verified") == "1"); err != nil {
+	verified := p.opts.Verify != nil && q.Get("verified") == "1"
+	if err := p.h.peerAllowed(r.Context(), req, verified); err != nil {
+		return err
+	}
+	if err := p.h.peerFetchAs(req, verified, r.Header.Get(PeerUpstreamTokenHeader)); err != nil {
 		return err
 	}
 	if kind == "blobs" {
@@ -147,7 +151,7 @@ func (h *Handler) manifestFromPeer(ctx context.Context, req *request, ref string
 	if err != nil {
 		return manifest{}, false
 	}
-	body, mt, err := h.opts.PeerManifest(ctx, fetch.Request{Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository, Verified: req.private}, "")
+	body, mt, err := h.opts.PeerManifest(ctx, fetch.Request{Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository, Verified: req.private, UpstreamToken: req.token}, "")
 	if err != nil {
 		return manifest{}, false
 	}

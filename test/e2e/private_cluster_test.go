@@ -3,6 +3,7 @@ package e2e
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +59,41 @@ func TestPrivateCluster(t *testing.T) {
 		}
 	}
 	t.Logf("n2's pull: %d of %d blobs from a peer, the rest from the upstream with the client's credentials", fromPeer, len(img.Blobs()))
+	for _, n := range nodes {
+		checkNoSecrets(t, n.berth, privPass)
+	}
+}
+
+// TestPrivateClusterToken: behind a token-auth registry, a private blob
+// crosses the internet once per cluster. The node that verified its client
+// hands the owner a short-lived, repository-scoped upstream token (never the
+// password); the owner fetches with it and serves every verified peer.
+func TestPrivateClusterToken(t *testing.T) {
+	requireE2E(t)
+	tok := newTokenUpstream(t)
+	tok.addUser(privUser, privPass, "team/app")
+	host := strings.TrimPrefix(tok.URL, "http://")
+	img := pushAuthImage(t, host, "team/app", "v1", 5, authn.FromConfig(authn.AuthConfig{Username: privUser, Password: privPass}))
+	pushed := map[string]int{}
+	for _, b := range img.Blobs() {
+		pushed[b] = tok.getsOf("/v2/team/app/blobs/" + b)
+	}
+	nodes := startCluster(t, host)
+	auth := basicHeader(privUser, privPass)
+	for _, n := range nodes {
+		s := &privateSetup{b: n.berth}
+		if codes, content := s.get(t, "/v2/team/app", "", nil, img); !all(codes, http.StatusUnauthorized) || content {
+			t.Fatalf("%s without credentials: %v", n.Name, codes)
+		}
+		if codes, _ := s.get(t, "/v2/team/app", "", auth, img); !all(codes, http.StatusOK) {
+			t.Fatalf("%s with credentials: %v", n.Name, codes)
+		}
+	}
+	for _, b := range img.Blobs() {
+		if n := tok.getsOf("/v2/team/app/blobs/"+b) - pushed[b]; n != 1 {
+			t.Errorf("blob %s: %d upstream GETs for three nodes' pulls, want 1 (owner %s)", b, n, ownerOf(b, "n1", "n2", "n3"))
+		}
+	}
 	for _, n := range nodes {
 		checkNoSecrets(t, n.berth, privPass)
 	}

@@ -117,11 +117,12 @@ type tokenUpstream struct {
 	grants map[string]map[string]bool // user -> repo
 	tokens map[string]map[string]bool // token -> repo
 	n      int
+	gets   map[string]int // path -> GETs let through (blobs and manifests)
 }
 
 func newTokenUpstream(t *testing.T) *tokenUpstream {
 	t.Helper()
-	u := &tokenUpstream{users: map[string]string{}, grants: map[string]map[string]bool{}, tokens: map[string]map[string]bool{}}
+	u := &tokenUpstream{users: map[string]string{}, grants: map[string]map[string]bool{}, tokens: map[string]map[string]bool{}, gets: map[string]int{}}
 	inner := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(inner.Close)
 	target, _ := url.Parse(inner.URL)
@@ -136,10 +137,22 @@ func newTokenUpstream(t *testing.T) *tokenUpstream {
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
 			return
 		}
+		if r.Method == http.MethodGet {
+			u.mu.Lock()
+			u.gets[r.URL.Path]++
+			u.mu.Unlock()
+		}
 		proxy.ServeHTTP(w, r)
 	}))
 	t.Cleanup(u.Close)
 	return u
+}
+
+// getsOf is how many GETs of path were let through.
+func (u *tokenUpstream) getsOf(path string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.gets[path]
 }
 
 func (u *tokenUpstream) addUser(user, pass string, repos ...string) {
