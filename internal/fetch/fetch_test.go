@@ -93,10 +93,21 @@ func newCoalescer(t *testing.T, opts Options) (*Coalescer, *store.Store) {
 	}
 	c := New(st, opts)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// A test that needs its fills to end waits for them; here they are
+		// cancelled soon (gates may still be shut: they open after this).
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		_ = c.Shutdown(ctx)
-		st.Close()
+		done := make(chan struct{})
+		go func() {
+			_ = c.Shutdown(ctx)
+			close(done)
+		}()
+		select {
+		case <-done:
+			st.Close()
+		case <-time.After(15 * time.Second):
+			t.Error("fills still running 10s after their cancellation")
+		}
 	})
 	return c, st
 }

@@ -47,41 +47,81 @@ func assertNothingKept(t *testing.T, c *Coalescer, st *store.Store, dg digest.Di
 	}
 }
 
-// sizedSource sends data but declares size.
+// within fails the test if fn does not return in a while: for calls that
+// would hang if the property under test broke.
+func within(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not return", what)
+	}
+}
+
+// sizedSource sends data but declares size; after the data it waits for
+// its gate before EOF, so the fill has every byte but has not ended.
 type sizedSource struct {
 	data []byte
 	size int64
+	gate chan struct{}
 }
 
-func (s sizedSource) Open(_ context.Context, _ Request, offset int64) (io.ReadCloser, Meta, error) {
-	return io.NopCloser(bytes.NewReader(s.data[offset:])), Meta{Size: s.size}, nil
+func (s sizedSource) Open(ctx context.Context, _ Request, offset int64) (io.ReadCloser, Meta, error) {
+	return io.NopCloser(io.MultiReader(bytes.NewReader(s.data[offset:]), gateReader{ctx, s.gate})), Meta{Size: s.size}, nil
+}
+
+type gateReader struct {
+	ctx  context.Context
+	gate chan struct{}
+}
+
+func (g gateReader) Read([]byte) (int, error) {
+	select {
+	case <-g.gate:
+		return 0, io.EOF
+	case <-g.ctx.Done():
+		return 0, g.ctx.Err()
+	}
 }
 
 // TestDeclaredSizeChecked: the digest of what arrived matches, but the
 // source declared another size: the fill fails, nothing is cached, and no
-// reader gets the whole body.
+// reader gets the whole body (nor the declared length). Bytes past the
+// declared size fail the fill at once, before the source's EOF: a reader
+// could otherwise receive a complete-looking declared length.
 func TestDeclaredSizeChecked(t *testing.T) {
 	blob := data(20_000)
 	for _, tt := range []struct {
 		name string
 		size int64
+		eof  bool // the source must reach EOF before the fill can tell
 	}{
-		{"sends fewer than declared", int64(len(blob)) + 1},
-		{"sends more than declared", int64(len(blob)) - 1},
+		{"sends fewer than declared", int64(len(blob)) + 1, true},
+		{"sends more than declared", int64(len(blob)) - 1, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			g := newGate(t)
+			if tt.eof {
+				g.open()
+			}
 			c, st := newCoalescer(t, Options{})
 			dg := digest.FromBytes(blob)
-			r, _, err := c.Get(context.Background(), Request{Digest: dg}, sizedSource{blob, tt.size})
+			r, _, err := c.Get(context.Background(), Request{Digest: dg}, sizedSource{blob, tt.size, g.ch})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer r.Close()
-			got, err := io.ReadAll(r)
+			var got []byte
+			within(t, "reading the fill", func() { got, err = io.ReadAll(r) })
 			if !errors.Is(err, ErrVerify) {
 				t.Errorf("err = %v, want ErrVerify", err)
 			}
-			if len(got) >= len(blob) {
+			if int64(len(got)) >= min(tt.size, int64(len(blob))) {
 				t.Errorf("reader received %d bytes", len(got))
 			}
 			c.Wait()
@@ -315,7 +355,7 @@ func TestShutdown(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- c.Shutdown(ctx) }()
 		g.open()
-		<-done
+		within(t, "Shutdown", func() { <-done })
 		if _, _, err := c.Get(context.Background(), Request{Digest: digest.FromString("other")}, src); !errors.Is(err, ErrClosed) {
 			t.Errorf("Get after Shutdown: %v, want ErrClosed", err)
 		}
@@ -356,7 +396,7 @@ func TestShutdown(t *testing.T) {
 		defer queued.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		err = c.Shutdown(ctx)
+		within(t, "Shutdown", func() { err = c.Shutdown(ctx) })
 		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "cancelled") {
 			t.Errorf("Shutdown = %v, want a cancellation at the deadline", err)
 		}
