@@ -20,11 +20,6 @@ import (
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
-// lookupKnown adapts a set of known names to Router.Lookup (no client).
-func lookupKnown(known func(string) bool) func(string) (*upstream.Client, bool) {
-	return func(n string) (*upstream.Client, bool) { return nil, known(n) }
-}
-
 // rebuild gives s a new handler, changed by edit, behind a new server.
 func (s *stack) rebuild(t *testing.T, edit func(*Options)) {
 	t.Helper()

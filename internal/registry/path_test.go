@@ -68,7 +68,7 @@ func TestParsePath(t *testing.T) {
 
 func TestResolve(t *testing.T) {
 	known := map[string]bool{"docker.io": true, "ghcr.io": true, "registry.test:5000": true, "localhost": true}
-	r := Router{Lookup: lookupKnown(func(n string) bool { return known[n] }), Default: "docker.io"}
+	r := Router{Known: func(n string) bool { return known[n] }, Default: "docker.io"}
 	tests := []struct {
 		name, ns string
 		want     Target
@@ -163,7 +163,7 @@ func FuzzParsePath(f *testing.F) {
 		"/v2/a/tags/list", "/v2/a/blobs/uploads/x", "/v2/x:1/a/manifests/" + strings.Repeat("t", 128), "/v2//manifests/"} {
 		f.Add(s)
 	}
-	r := Router{Lookup: lookupKnown(func(string) bool { return true }), Default: "docker.io"}
+	r := Router{Known: func(string) bool { return true }, Default: "docker.io"}
 	f.Fuzz(func(t *testing.T, p string) {
 		got, err := ParsePath(p)
 		if err != nil {

@@ -26,6 +26,9 @@ type Router struct {
 	// between a check and a second lookup cannot leave a request without
 	// its client.
 	Lookup func(name string) (*upstream.Client, bool)
+	// Known, used when Lookup is nil, reports whether a registry name is
+	// configured or built in: for routing names without serving them.
+	Known func(name string) bool
 	// Default is the registry for names without a registry prefix.
 	Default string
 }
@@ -69,7 +72,13 @@ func (r *Router) Route(name, ns string) (Target, *upstream.Client, error) {
 	default:
 		t = Target{Registry: r.Default, Repository: name}
 	}
-	c, ok := r.Lookup(t.Registry)
+	var c *upstream.Client
+	var ok bool
+	if r.Lookup != nil {
+		c, ok = r.Lookup(t.Registry)
+	} else {
+		ok = r.Known(t.Registry)
+	}
 	if !ok {
 		return Target{}, nil, newError(http.StatusForbidden, CodeDenied, "registry %q is not configured on this mirror", truncate(t.Registry, 64))
 	}
