@@ -270,7 +270,7 @@ func (c *Coalescer) Shutdown(ctx context.Context) error {
 	if n == 0 {
 		return nil
 	}
-	return fmt.Errorf("fetch: cancelled %d fills at shutdown: %w", n, context.Cause(ctx))
+	return fmt.Errorf("fetch: %d fills still running at the shutdown deadline were cancelled (any already verified was committed): %w", n, context.Cause(ctx))
 }
 
 // acquireSlot waits for one of the MaxFetches turns.

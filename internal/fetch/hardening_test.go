@@ -355,7 +355,8 @@ func TestShutdown(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- c.Shutdown(ctx) }()
 		g.open()
-		within(t, "Shutdown", func() { <-done })
+		within(t, "Shutdown", func() { err = <-done })
+		t.Logf("Shutdown: %v", err)
 		if _, _, err := c.Get(context.Background(), Request{Digest: digest.FromString("other")}, src); !errors.Is(err, ErrClosed) {
 			t.Errorf("Get after Shutdown: %v, want ErrClosed", err)
 		}

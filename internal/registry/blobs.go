@@ -103,6 +103,9 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 		if r.Context().Err() != nil {
 			return newError(499, CodeUnavailable, "client went away")
 		}
+		if errors.Is(err, fetch.ErrClosed) {
+			return h.fetchRefused(err) // queued when the shutdown began
+		}
 		return upstreamError(req.target, err, CodeBlobUnknown) // counted by the fill observer
 	}
 	hd := w.Header()
