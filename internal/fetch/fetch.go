@@ -7,7 +7,14 @@
 // its connection is closed short of Content-Length.
 //
 // A fill runs detached from the request that started it, bounded by its own
-// timeout, so the cache fills even if the first client goes away.
+// timeout, so the cache fills even if the first client goes away; it is not
+// detached from the process: Shutdown stops new fills, lets running ones
+// finish for as long as it is given, then cancels them and waits for their
+// cleanup, so that the store can be closed under nothing.
+//
+// Fills are bounded: at most MaxFetches talk to a source, at most MaxQueued
+// more wait for a turn, and past that Get refuses at once (ErrOverloaded),
+// before anything (goroutine, temporary file, map entry) is allocated.
 package fetch
 
 import (
@@ -16,12 +23,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-mirror/berth/internal/store"
+	"github.com/berth-mirror/berth/internal/upstream"
 )
 
 // Request names a blob and where it was asked for.
@@ -40,6 +49,13 @@ type Request struct {
 	UpstreamToken string
 }
 
+// sameRepository reports whether a and b ask through the same repository,
+// the same way: a client verified with its own credentials (private
+// content) may be let in where an anonymous request was refused.
+func (a Request) sameRepository(b Request) bool {
+	return a.Registry == b.Registry && a.Repository == b.Repository && a.Verified == b.Verified
+}
+
 // Meta is what a source says about the blob it is sending.
 type Meta struct {
 	// Size is the total blob size, or -1 when the source does not say.
@@ -51,6 +67,8 @@ type Meta struct {
 // Source is where a blob comes from: the upstream registry is one; a peer
 // node is another. Open returns the blob's bytes from offset on (offset > 0
 // only to resume an interrupted transfer); the caller closes the body.
+// Open and the body's Read must return once ctx is done: that is how a fill
+// is cancelled at shutdown or at its timeout.
 type Source interface {
 	Open(ctx context.Context, req Request, offset int64) (io.ReadCloser, Meta, error)
 }
@@ -63,8 +81,17 @@ func (f SourceFunc) Open(ctx context.Context, req Request, offset int64) (io.Rea
 	return f(ctx, req, offset)
 }
 
-// ErrVerify means the fetched bytes did not match the digest.
-var ErrVerify = errors.New("fetch: content does not match its digest")
+var (
+	// ErrVerify means the fetched bytes did not match the digest.
+	ErrVerify = errors.New("fetch: content does not match its digest")
+	// ErrOverloaded means Get refused to start a fill: MaxFetches fills are
+	// running and MaxQueued more are waiting. The client should retry later.
+	ErrOverloaded = errors.New("fetch: too many blob fetches running and waiting")
+	// ErrClosed means the Coalescer is shutting down and starts no fill.
+	ErrClosed = errors.New("fetch: shutting down")
+	// ErrPanic means a fill ended because its source panicked.
+	ErrPanic = errors.New("fetch: fill panicked")
+)
 
 // Observer receives fill events (metrics). Methods must be cheap and safe for
 // concurrent use. The zero Options uses a no-op observer.
@@ -78,11 +105,19 @@ type Observer interface {
 type Options struct {
 	// MaxFetches caps fills talking to a source at once (default 32).
 	MaxFetches int
+	// MaxQueued caps fills waiting for one of the MaxFetches turns (default
+	// 4×MaxFetches); past it Get refuses a new fill with ErrOverloaded.
+	MaxQueued int
 	// Timeout bounds one fill from start to commit (default 30m).
 	Timeout time.Duration
 	// Resumes is how many times an interrupted transfer is resumed from the
 	// byte it reached (default 0).
 	Resumes int
+	// RepositoryScoped reports whether a source's refusal answers only for
+	// the repository it was asked through (not found, not allowed), so a
+	// client asking through another repository deserves its own attempt.
+	// The default recognises an upstream 401, 403 or 404.
+	RepositoryScoped func(error) bool
 	// Logger receives fill events (default: discard).
 	Logger *slog.Logger
 	// Observer receives metrics events.
@@ -95,9 +130,16 @@ type Coalescer struct {
 	opts  Options
 	sem   chan struct{}
 	log   *slog.Logger
+	// base is the parent of every fill's context: Shutdown cancels it.
+	base   context.Context
+	cancel context.CancelCauseFunc
+	// closing is closed when Shutdown starts: queued fills give up their turn.
+	closing chan struct{}
 
 	mu       sync.Mutex
 	inflight map[digest.Digest]*fill
+	fills    int  // fills started and not ended, running or queued
+	closed   bool // Shutdown has started: no new fill
 	wg       sync.WaitGroup
 }
 
@@ -106,8 +148,14 @@ func New(st *store.Store, opts Options) *Coalescer {
 	if opts.MaxFetches <= 0 {
 		opts.MaxFetches = 32
 	}
+	if opts.MaxQueued <= 0 {
+		opts.MaxQueued = 4 * opts.MaxFetches
+	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 30 * time.Minute
+	}
+	if opts.RepositoryScoped == nil {
+		opts.RepositoryScoped = upstreamRefused
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -115,13 +163,31 @@ func New(st *store.Store, opts Options) *Coalescer {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	base, cancel := context.WithCancelCause(context.Background())
 	return &Coalescer{
 		store:    st,
 		opts:     opts,
 		sem:      make(chan struct{}, opts.MaxFetches),
 		log:      opts.Logger,
+		base:     base,
+		cancel:   cancel,
+		closing:  make(chan struct{}),
 		inflight: map[digest.Digest]*fill{},
 	}
+}
+
+// upstreamRefused reports an upstream 401, 403 or 404: an answer about the
+// repository asked through, not about the blob.
+func upstreamRefused(err error) bool {
+	var se *upstream.StatusError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return true
+	}
+	return false
 }
 
 type nopObserver struct{}
@@ -129,56 +195,107 @@ type nopObserver struct{}
 func (nopObserver) FillStarted(Request)                           {}
 func (nopObserver) FillDone(Request, int64, time.Duration, error) {}
 
-// InFlight returns the number of fills running.
+// InFlight returns the number of fills running or waiting for a turn.
 func (c *Coalescer) InFlight() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.inflight)
+	return c.fills
 }
 
-// Wait blocks until every fill has ended (for shutdown and tests).
+// Wait blocks until every fill has ended (for tests; servers call Shutdown).
 func (c *Coalescer) Wait() { c.wg.Wait() }
 
 // Get joins the fill of req.Digest, starting one from src if none runs. It
 // returns (nil, false, nil) when the content is already in the store (check
 // it there), or a Reader over the growing file; joined reports whether an
-// existing fill was joined. ctx bounds only the reader, never the fill.
+// existing fill was joined. ctx bounds only the reader, never the fill. It
+// fails with ErrOverloaded or ErrClosed, having allocated nothing, when no
+// fill may start.
 func (c *Coalescer) Get(ctx context.Context, req Request, src Source) (r *Reader, joined bool, err error) {
 	c.mu.Lock()
-	f, ok := c.inflight[req.Digest]
-	if !ok {
-		if _, err := c.store.Stat(req.Digest); err == nil {
-			c.mu.Unlock()
-			return nil, false, nil
-		}
-		tmp, err := c.store.TempFile()
-		if err != nil {
-			c.mu.Unlock()
-			return nil, false, err
-		}
-		f = newFill(c, req, tmp)
-		c.inflight[req.Digest] = f
-		c.wg.Add(1)
-		go f.run(src)
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, false, ErrClosed
 	}
-	f.acquire()
-	c.mu.Unlock()
-	return newReader(ctx, f), ok, nil
+	if f, ok := c.inflight[req.Digest]; ok && f.join(req, src) {
+		return newReader(ctx, f, req), true, nil
+	}
+	if _, err := c.store.Stat(req.Digest); err == nil {
+		return nil, false, nil
+	}
+	if c.fills >= c.opts.MaxFetches+c.opts.MaxQueued {
+		return nil, false, ErrOverloaded
+	}
+	tmp, err := c.store.TempFile()
+	if err != nil {
+		return nil, false, err
+	}
+	// A fill that cannot serve this request (it has ended, or has given up
+	// on its sources) may still be in the map: this one takes its place.
+	f := newFill(c, req, src, tmp)
+	c.inflight[req.Digest] = f
+	c.fills++
+	c.wg.Add(1)
+	go f.run()
+	return newReader(ctx, f, req), false, nil
 }
 
-// remove takes a finished fill out of the map.
+// remove takes a finished fill out of the map and the count.
 func (c *Coalescer) remove(f *fill) {
 	c.mu.Lock()
-	if c.inflight[f.req.Digest] == f {
-		delete(c.inflight, f.req.Digest)
+	if c.inflight[f.dg] == f {
+		delete(c.inflight, f.dg)
 	}
+	c.fills--
 	c.mu.Unlock()
 }
 
+// Shutdown stops new fills (Get fails with ErrClosed), gives up the turns of
+// queued ones, lets running ones finish until ctx is done, then cancels them,
+// and returns once every fill has ended and cleaned up: content verified in
+// time is committed, nothing else is left in the store's temporary
+// directory. It returns an error saying how many fills it cancelled, if any.
+// The store may be closed after it returns.
+func (c *Coalescer) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		close(c.closing)
+	}
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	n := c.fills
+	c.mu.Unlock()
+	c.cancel(ErrClosed)
+	<-done
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("fetch: %d fills still running at the shutdown deadline were cancelled (any already verified was committed): %w", n, context.Cause(ctx))
+}
+
+// acquireSlot waits for one of the MaxFetches turns.
 func (c *Coalescer) acquireSlot(ctx context.Context) error {
+	select {
+	case <-c.closing: // before a free turn: a queued fill must not start now
+		return ErrClosed
+	default:
+	}
 	select {
 	case c.sem <- struct{}{}:
 		return nil
+	case <-c.closing:
+		return ErrClosed
 	case <-ctx.Done():
 		return fmt.Errorf("fetch: waiting for a fetch slot: %w", context.Cause(ctx))
 	}

@@ -82,6 +82,9 @@ func (r *gatedReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// newCoalescer returns a Coalescer on a fresh store. Its cleanup shuts the
+// Coalescer down with a bound, so a test that fails before releasing a
+// gate fails fast instead of waiting out the fill timeout.
 func newCoalescer(t *testing.T, opts Options) (*Coalescer, *store.Store) {
 	t.Helper()
 	st, err := store.Open(t.TempDir(), store.Options{})
@@ -89,9 +92,40 @@ func newCoalescer(t *testing.T, opts Options) (*Coalescer, *store.Store) {
 		t.Fatal(err)
 	}
 	c := New(st, opts)
-	t.Cleanup(func() { c.Wait(); st.Close() })
+	t.Cleanup(func() {
+		// A test that needs its fills to end waits for them; here they are
+		// cancelled soon (gates may still be shut: they open after this).
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		done := make(chan struct{})
+		go func() {
+			_ = c.Shutdown(ctx)
+			close(done)
+		}()
+		select {
+		case <-done:
+			st.Close()
+		case <-time.After(15 * time.Second):
+			t.Error("fills still running 10s after their cancellation")
+		}
+	})
 	return c, st
 }
+
+// gate holds a source until opened; a test's cleanup opens it, so a failed
+// assertion before the test opens it cannot hang the package.
+type gate struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newGate(t *testing.T) *gate {
+	g := &gate{ch: make(chan struct{})}
+	t.Cleanup(g.open)
+	return g
+}
+
+func (g *gate) open() { g.once.Do(func() { close(g.ch) }) }
 
 func data(n int) []byte {
 	b := make([]byte, n)
@@ -103,7 +137,8 @@ func data(n int) []byte {
 
 func TestCoalescesAndStreamsBeforeEnd(t *testing.T) {
 	blob := data(50_000)
-	src := &gatedSource{data: blob, gateAt: 20_000, release: make(chan struct{})}
+	g := newGate(t)
+	src := &gatedSource{data: blob, gateAt: 20_000, release: g.ch}
 	c, st := newCoalescer(t, Options{})
 	req := Request{Digest: digest.FromBytes(blob), Registry: "r", Repository: "x"}
 
@@ -129,7 +164,7 @@ func TestCoalescesAndStreamsBeforeEnd(t *testing.T) {
 			t.Fatalf("reader %d: wrong bytes", i)
 		}
 	}
-	close(src.release)
+	g.open()
 	var wg sync.WaitGroup
 	for _, r := range rs {
 		wg.Add(1)
@@ -159,7 +194,8 @@ func TestCoalescesAndStreamsBeforeEnd(t *testing.T) {
 
 func TestLastByteHeldUntilVerified(t *testing.T) {
 	blob := data(10_000)
-	src := &gatedSource{data: blob, gateAt: len(blob), release: make(chan struct{})}
+	g := newGate(t)
+	src := &gatedSource{data: blob, gateAt: len(blob), release: g.ch}
 	c, _ := newCoalescer(t, Options{})
 	r, _, err := c.Get(context.Background(), Request{Digest: digest.FromBytes(blob)}, src)
 	if err != nil {
@@ -178,7 +214,7 @@ func TestLastByteHeldUntilVerified(t *testing.T) {
 		t.Fatal("last byte released before the fill ended")
 	case <-time.After(50 * time.Millisecond):
 	}
-	close(src.release)
+	g.open()
 	if m := <-got; m != 1 {
 		t.Fatalf("last read %d bytes", m)
 	}
@@ -220,7 +256,8 @@ func TestCorruptBlobNeverCompletes(t *testing.T) {
 
 func TestFillOutlivesClient(t *testing.T) {
 	blob := data(40_000)
-	src := &gatedSource{data: blob, gateAt: 1000, release: make(chan struct{})}
+	g := newGate(t)
+	src := &gatedSource{data: blob, gateAt: 1000, release: g.ch}
 	c, st := newCoalescer(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	r, _, err := c.Get(ctx, Request{Digest: digest.FromBytes(blob)}, src)
@@ -232,7 +269,7 @@ func TestFillOutlivesClient(t *testing.T) {
 		t.Errorf("reader err = %v, want canceled", err)
 	}
 	r.Close()
-	close(src.release)
+	g.open()
 	c.Wait()
 	if _, err := st.Stat(digest.FromBytes(blob)); err != nil {
 		t.Errorf("fill did not complete after the client left: %v", err)
@@ -290,9 +327,10 @@ func TestRangeLimit(t *testing.T) {
 	}
 }
 
-func TestNextMinBatchesUntilEnough(t *testing.T) {
+func TestNextBatchesUntilEnough(t *testing.T) {
 	blob := data(30_000)
-	src := &gatedSource{data: blob, gateAt: 10_000, release: make(chan struct{})}
+	g := newGate(t)
+	src := &gatedSource{data: blob, gateAt: 10_000, release: g.ch}
 	c, _ := newCoalescer(t, Options{})
 	r, _, err := c.Get(context.Background(), Request{Digest: digest.FromBytes(blob)}, src)
 	if err != nil {
@@ -300,20 +338,20 @@ func TestNextMinBatchesUntilEnough(t *testing.T) {
 	}
 	defer r.Close()
 	got := make(chan int64, 1)
-	go func() { n, _ := r.NextMin(20_000); got <- n }()
+	go func() { n, _ := r.next(20_000); got <- n }()
 	select {
 	case n := <-got:
-		t.Fatalf("NextMin returned %d before enough bytes landed", n)
+		t.Fatalf("next returned %d before enough bytes landed", n)
 	case <-time.After(50 * time.Millisecond):
 	}
-	close(src.release)
+	g.open()
 	if n := <-got; n < 20_000 {
-		t.Fatalf("NextMin = %d, want >= 20000", n)
+		t.Fatalf("next = %d, want >= 20000", n)
 	}
 	c.Wait()
 	// At the end it returns what is left, however little.
-	r.Advance(29_990)
-	if n, err := r.NextMin(20_000); err != nil || n != 10 {
-		t.Errorf("tail NextMin = %d, %v; want 10", n, err)
+	r.off = 29_990
+	if n, err := r.next(20_000); err != nil || n != 10 {
+		t.Errorf("tail next = %d, %v; want 10", n, err)
 	}
 }

@@ -5,11 +5,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-mirror/berth/internal/store"
 )
@@ -25,14 +30,33 @@ func GetBuffer() *[]byte { return buffers.Get().(*[]byte) }
 // PutBuffer returns b to the pool.
 func PutBuffer(b *[]byte) { buffers.Put(b) }
 
+// errWrite marks a failure to write the fill's own file (a full disk): a
+// local failure, which resuming the transfer would not cure.
+var errWrite = errors.New("fetch: writing the fill's file")
+
+// source is one way to the blob: the repository a client asked through.
+type source struct {
+	req Request
+	src Source
+	err error // why it refused, once tried
+}
+
 // fill is one download into a temporary file, shared by its readers.
 type fill struct {
 	c    *Coalescer
-	req  Request
+	dg   digest.Digest
 	file *os.File // the temporary file; after commit, the stored content
 
-	mu      sync.Mutex
-	cond    sync.Cond
+	mu   sync.Mutex
+	cond sync.Cond
+	// sources[cur] is being tried. A blob is fetched through the repository
+	// of its first client; a client asking through another repository
+	// before the source has answered is added here, so that a refusal
+	// meant for one repository (not found, not allowed) does not answer for
+	// another: the fill tries the next one instead.
+	sources []source
+	cur     int
+	settled bool // no further source will be tried: a new repository needs a new fill
 	started bool // meta is known
 	meta    Meta
 	written int64
@@ -41,16 +65,93 @@ type fill struct {
 	refs    int   // readers plus the fill itself; the file closes at zero
 }
 
-func newFill(c *Coalescer, req Request, tmp *os.File) *fill {
-	f := &fill{c: c, req: req, file: tmp, refs: 1}
+// newFill returns a fill with one reader reference for its first client.
+func newFill(c *Coalescer, req Request, src Source, tmp *os.File) *fill {
+	f := &fill{c: c, dg: req.Digest, file: tmp, sources: []source{{req: req, src: src}}, refs: 2}
 	f.cond.L = &f.mu
 	return f
 }
 
-func (f *fill) acquire() {
+// join adds a reader for req. It reports false when this fill cannot serve
+// req: it has ended, or it has given up on its sources before trying req's
+// repository.
+func (f *fill) join(req Request, src Source) bool {
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done {
+		return false
+	}
+	if !f.asked(req) && (req.Verified || f.verified()) {
+		// Private content is not shared across repositories in a fill:
+		// bytes one client's credentials let in must not reach a reader
+		// asking through another repository (its own checks decide that),
+		// nor may a private client's source answer for an anonymous one.
+		// Such a request gets a fill of its own.
+		return false
+	}
+	if !f.started && !f.asked(req) {
+		if f.settled {
+			return false
+		}
+		f.sources = append(f.sources, source{req: req, src: src})
+	}
 	f.refs++
-	f.mu.Unlock()
+	return true
+}
+
+// verified reports whether a source is a verified client's. f.mu is held.
+func (f *fill) verified() bool {
+	for i := range f.sources {
+		if f.sources[i].req.Verified {
+			return true
+		}
+	}
+	return false
+}
+
+// asked reports whether req's repository is among the sources. f.mu is held.
+func (f *fill) asked(req Request) bool {
+	for i := range f.sources {
+		if f.sources[i].req.sameRepository(req) {
+			return true
+		}
+	}
+	return false
+}
+
+// errFor is the error a reader asking through req's repository sees: its
+// own repository's refusal if that was tried, else the fill's. f.mu is held.
+func (f *fill) errFor(req Request) error {
+	for i := range f.sources {
+		if s := &f.sources[i]; s.err != nil && s.req.sameRepository(req) {
+			return s.err
+		}
+	}
+	return f.err
+}
+
+// current returns the source being tried.
+func (f *fill) current() (Request, Source) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.sources[f.cur]
+	return s.req, s.src
+}
+
+// nextSource records why the current source failed and, if that was a
+// refusal about its repository only and nothing has been received, moves to
+// the next repository a client is waiting through. It reports false when
+// the fill must fail with err.
+func (f *fill) nextSource(ctx context.Context, err error) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sources[f.cur].err = err
+	if f.started || ctx.Err() != nil || !f.c.opts.RepositoryScoped(err) || f.cur+1 >= len(f.sources) {
+		f.settled = true
+		return false
+	}
+	f.cur++
+	return true
 }
 
 func (f *fill) release() {
@@ -66,61 +167,92 @@ func (f *fill) release() {
 // finish records the outcome and wakes every reader.
 func (f *fill) finish(err error) {
 	f.mu.Lock()
-	f.done, f.err = true, err
+	f.done, f.err, f.settled = true, err, true
 	f.cond.Broadcast()
 	f.mu.Unlock()
 }
 
-func (f *fill) run(src Source) {
+func (f *fill) run() {
 	defer f.c.wg.Done()
 	defer f.release()
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), f.c.opts.Timeout)
+	ctx, cancel := context.WithTimeout(f.c.base, f.c.opts.Timeout)
 	defer cancel()
-	log := f.c.log.With(slog.String("digest", f.req.Digest.String()),
-		slog.String("upstream", f.req.Registry), slog.String("repo", f.req.Repository))
-
-	f.c.opts.Observer.FillStarted(f.req)
-	n, err := f.download(ctx, src, log)
-	if err == nil {
-		err = f.commit()
-	}
+	first, _ := f.current()
+	f.c.opts.Observer.FillStarted(first)
+	n, err := f.fetch(ctx)
 	if err != nil {
 		_ = os.Remove(f.file.Name())
-		log.LogAttrs(ctx, slog.LevelWarn, "fetch failed", slog.Int64("bytes", n), slog.String("error", err.Error()))
-	} else {
-		log.LogAttrs(ctx, slog.LevelInfo, "fetched", slog.Int64("bytes", n), slog.Duration("took", time.Since(start)))
 	}
+	req, _ := f.current()
+	f.logOutcome(ctx, req, n, time.Since(start), err)
 	// Order matters: the content is in the store before the fill leaves the
 	// map, so a request arriving now finds one or the other.
 	f.finish(err)
 	f.c.remove(f)
-	f.c.opts.Observer.FillDone(f.req, n, time.Since(start), err)
+	f.c.opts.Observer.FillDone(req, n, time.Since(start), err)
 }
 
-// download copies from src into the file, hashing as it goes, resuming an
-// interrupted transfer where it stopped. It returns the bytes received.
-func (f *fill) download(ctx context.Context, src Source, log *slog.Logger) (int64, error) {
+// fetch downloads, verifies and commits. A panic in a source ends the fill
+// with ErrPanic, logged once with its stack, instead of the daemon: the
+// caller then wakes the readers and removes the temporary file as for any
+// failure.
+func (f *fill) fetch(ctx context.Context) (n int64, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			f.c.log.LogAttrs(ctx, slog.LevelError, "fill panicked", slog.String("digest", f.dg.String()),
+				slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+			err = fmt.Errorf("%w: %v", ErrPanic, p)
+		}
+	}()
+	n, err = f.download(ctx)
+	if err == nil {
+		err = f.commit()
+	}
+	return n, err
+}
+
+func (f *fill) logOutcome(ctx context.Context, req Request, n int64, took time.Duration, err error) {
+	attrs := []slog.Attr{slog.String("digest", f.dg.String()), slog.String("upstream", req.Registry),
+		slog.String("repo", req.Repository), slog.Int64("bytes", n)}
+	switch {
+	case err == nil:
+		f.c.log.LogAttrs(ctx, slog.LevelInfo, "fetched", append(attrs, slog.Duration("took", took))...)
+	case errors.Is(err, ErrPanic):
+		// Logged with its stack where it was recovered.
+	case errors.Is(err, syscall.ENOSPC):
+		f.c.log.LogAttrs(ctx, slog.LevelError, "disk full: fill failed and was discarded",
+			append(attrs, slog.String("data_dir", f.c.store.Dir()), slog.String("error", err.Error()))...)
+	default:
+		f.c.log.LogAttrs(ctx, slog.LevelWarn, "fetch failed", append(attrs, slog.String("error", err.Error()))...)
+	}
+}
+
+// download copies from the sources into the file, hashing as it goes, and
+// verifies size and digest. It returns the bytes received.
+func (f *fill) download(ctx context.Context) (int64, error) {
 	if err := f.c.acquireSlot(ctx); err != nil {
 		return 0, err
 	}
 	defer f.c.releaseSlot()
 
-	h := f.req.Digest.Algorithm().Hash()
+	h := f.dg.Algorithm().Hash()
 	bp := GetBuffer()
 	defer PutBuffer(bp)
-	buf := *bp
 	var received int64
-	for attempt := 0; ; attempt++ {
-		err := f.copyOnce(ctx, src, h, buf, &received)
+	for {
+		req, src := f.current()
+		err := f.transfer(ctx, req, src, h, *bp, &received)
 		if err == nil {
 			break
 		}
-		if attempt >= f.c.opts.Resumes || ctx.Err() != nil || errors.Is(err, ErrVerify) || !f.resumable() {
+		if !f.nextSource(ctx, err) {
 			return received, err
 		}
-		log.LogAttrs(ctx, slog.LevelWarn, "resuming interrupted fetch",
-			slog.Int64("offset", f.written), slog.String("error", err.Error()))
+		next, _ := f.current()
+		f.c.log.LogAttrs(ctx, slog.LevelInfo, "source refused; trying another repository",
+			slog.String("digest", f.dg.String()), slog.String("upstream", req.Registry), slog.String("repo", req.Repository),
+			slog.String("next_upstream", next.Registry), slog.String("next_repo", next.Repository), slog.String("error", err.Error()))
 	}
 	f.mu.Lock()
 	size, written := f.meta.Size, f.written
@@ -128,10 +260,27 @@ func (f *fill) download(ctx context.Context, src Source, log *slog.Logger) (int6
 	if size >= 0 && written != size {
 		return received, fmt.Errorf("%w: got %d bytes, expected %d", ErrVerify, written, size)
 	}
-	if hex.EncodeToString(h.Sum(nil)) != f.req.Digest.Encoded() {
-		return received, fmt.Errorf("%w: %s", ErrVerify, f.req.Digest)
+	if hex.EncodeToString(h.Sum(nil)) != f.dg.Encoded() {
+		return received, fmt.Errorf("%w: %s", ErrVerify, f.dg)
 	}
 	return received, nil
+}
+
+// transfer copies from src until EOF, resuming an interrupted transfer from
+// the byte it reached up to Resumes times.
+func (f *fill) transfer(ctx context.Context, req Request, src Source, h hash.Hash, buf []byte, received *int64) error {
+	for attempt := 0; ; attempt++ {
+		err := f.copyOnce(ctx, req, src, h, buf, received)
+		if err == nil {
+			return nil
+		}
+		if attempt >= f.c.opts.Resumes || ctx.Err() != nil || errors.Is(err, ErrVerify) || errors.Is(err, errWrite) || !f.resumable() {
+			return err
+		}
+		f.c.log.LogAttrs(ctx, slog.LevelWarn, "resuming interrupted fetch", slog.String("digest", f.dg.String()),
+			slog.String("upstream", req.Registry), slog.String("repo", req.Repository),
+			slog.Int64("offset", f.offset()), slog.String("error", err.Error()))
+	}
 }
 
 // resumable reports whether a failed transfer can continue from f.written.
@@ -141,14 +290,16 @@ func (f *fill) resumable() bool {
 	return f.started
 }
 
-type hasher interface{ Write([]byte) (int, error) }
+func (f *fill) offset() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written
+}
 
 // copyOnce opens the source at the current offset and copies until EOF.
-func (f *fill) copyOnce(ctx context.Context, src Source, h hasher, buf []byte, received *int64) error {
-	f.mu.Lock()
-	offset := f.written
-	f.mu.Unlock()
-	body, meta, err := src.Open(ctx, f.req, offset)
+func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Hash, buf []byte, received *int64) error {
+	offset := f.offset()
+	body, meta, err := src.Open(ctx, req, offset)
 	if err != nil {
 		return err
 	}
@@ -172,7 +323,7 @@ func (f *fill) copyOnce(ctx context.Context, src Source, h hasher, buf []byte, r
 			// Write before hashing: a failed write leaves hash and offset
 			// consistent for a resume.
 			if _, err := f.file.WriteAt(buf[:n], offset); err != nil {
-				return fmt.Errorf("fetch: writing %s: %w", f.req.Digest, err)
+				return fmt.Errorf("%w %s: %w", errWrite, f.dg, err)
 			}
 			_, _ = h.Write(buf[:n])
 			offset += int64(n)
@@ -186,18 +337,19 @@ func (f *fill) copyOnce(ctx context.Context, src Source, h hasher, buf []byte, r
 			return nil
 		}
 		if rerr != nil {
-			return fmt.Errorf("fetch: reading %s from %s: %w", f.req.Digest, f.req.Registry, rerr)
+			return fmt.Errorf("fetch: reading %s from %s: %w", f.dg, req.Registry, rerr)
 		}
 	}
 }
 
 func (f *fill) commit() error {
+	req, _ := f.current()
 	f.mu.Lock()
 	info := store.Info{
-		Digest:     f.req.Digest,
+		Digest:     f.dg,
 		Size:       f.written,
 		MediaType:  f.meta.MediaType,
-		Repository: f.req.Registry + "/" + f.req.Repository,
+		Repository: req.Registry + "/" + req.Repository,
 	}
 	f.mu.Unlock()
 	return f.c.store.Commit(f.file, info, true)

@@ -8,15 +8,17 @@ import (
 
 // Reader streams one client's view of a fill. It is not safe for concurrent use.
 type Reader struct {
-	f    *fill
-	ctx  context.Context
-	stop func() bool
-	off  int64
-	end  int64 // exclusive; -1 for the whole blob
+	f       *fill
+	ctx     context.Context
+	stop    func() bool
+	req     Request // what this client asked for, for its own error
+	off     int64
+	end     int64 // exclusive; -1 for the whole blob
+	onWrite func(n int64)
 }
 
-func newReader(ctx context.Context, f *fill) *Reader {
-	r := &Reader{f: f, ctx: ctx, end: -1}
+func newReader(ctx context.Context, f *fill, req Request) *Reader {
+	r := &Reader{f: f, ctx: ctx, req: req, end: -1}
 	// Wake this reader's waits when its client goes away.
 	r.stop = context.AfterFunc(ctx, func() {
 		f.mu.Lock()
@@ -27,7 +29,8 @@ func newReader(ctx context.Context, f *fill) *Reader {
 }
 
 // Meta waits until the source has answered and returns the blob's size and
-// media type, or the fill's error.
+// media type, or the fill's error: for a source's refusal (not found, not
+// allowed), the refusal of the repository this reader asked through.
 func (r *Reader) Meta() (Meta, error) {
 	f := r.f
 	f.mu.Lock()
@@ -41,7 +44,7 @@ func (r *Reader) Meta() (Meta, error) {
 	if f.started {
 		return f.meta, nil
 	}
-	return Meta{}, f.err
+	return Meta{}, f.errFor(r.req)
 }
 
 // Limit restricts the reader to [off, end) (end -1: to the end of the blob).
@@ -49,15 +52,13 @@ func (r *Reader) Limit(off, end int64) {
 	r.off, r.end = off, end
 }
 
-// Next waits until bytes past the reader's position may be sent and returns
-// how many (up to the reader's end). The blob's last byte is held back until
-// the digest is verified; if it does not verify, Next returns an error
+// next waits until bytes past the reader's position may be sent and returns
+// how many (up to the reader's end), at least min unless the fill has ended
+// or the end is reached: fewer, larger sends cost fewer system calls and
+// wake-ups. The blob's last byte is held back until the digest is verified
+// and the file committed; if it does not verify, next returns an error
 // wrapping ErrVerify. At the end it returns io.EOF.
-func (r *Reader) Next() (int64, error) { return r.NextMin(1) }
-
-// NextMin is Next, but waits until at least min bytes may be sent, or the
-// fill has ended: fewer, larger sends cost fewer system calls and wake-ups.
-func (r *Reader) NextMin(min int64) (int64, error) {
+func (r *Reader) next(min int64) (int64, error) {
 	f := r.f
 	if r.end >= 0 && r.off >= r.end {
 		return 0, io.EOF
@@ -66,7 +67,7 @@ func (r *Reader) NextMin(min int64) (int64, error) {
 	defer f.mu.Unlock()
 	for {
 		if f.done && f.err != nil {
-			return 0, f.err
+			return 0, f.errFor(r.req)
 		}
 		avail := f.written
 		if !f.done {
@@ -91,16 +92,10 @@ func (r *Reader) NextMin(min int64) (int64, error) {
 	}
 }
 
-// Advance moves the reader past n bytes sent by other means (OpenFile).
-func (r *Reader) Advance(n int64) { r.off += n }
-
-// Offset is the reader's position in the blob.
-func (r *Reader) Offset() int64 { return r.off }
-
 // Read reads the next bytes that have landed, waiting for more as needed
-// (see Next for what it holds back).
+// (the last byte only once verified).
 func (r *Reader) Read(p []byte) (int, error) {
-	avail, err := r.Next()
+	avail, err := r.next(1)
 	if err != nil {
 		return 0, err
 	}
@@ -111,7 +106,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		err = nil
 	}
 	if err != nil {
-		return m, fmt.Errorf("fetch: reading fill of %s: %w", r.f.req.Digest, err)
+		return m, fmt.Errorf("fetch: reading fill of %s: %w", r.f.dg, err)
 	}
 	return m, nil
 }
@@ -123,10 +118,9 @@ func (r *Reader) Close() error {
 	return nil
 }
 
-// Committed reports whether the fill has been verified and committed to the
-// store, with the reader's position and end: the rest of the response can
-// then come from the stored file (with sendfile) instead of through a buffer.
-func (r *Reader) Committed() (ok bool, off, end int64) {
+// committed reports whether the fill has been verified and committed to the
+// store, with the reader's position and end.
+func (r *Reader) committed() (ok bool, off, end int64) {
 	f := r.f
 	f.mu.Lock()
 	defer f.mu.Unlock()

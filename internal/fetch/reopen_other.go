@@ -7,7 +7,7 @@ import (
 	"os"
 )
 
-// OpenFile is Linux-only; elsewhere callers copy with Read.
-func (r *Reader) OpenFile() (*os.File, error) {
+// reopen is Linux-only; elsewhere WriteTo copies until the commit.
+func (r *Reader) reopen() (*os.File, error) {
 	return nil, errors.New("fetch: reopening a fill needs /proc/self/fd")
 }

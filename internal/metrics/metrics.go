@@ -29,6 +29,7 @@ type Metrics struct {
 	StaleTags       *prometheus.CounterVec // upstream
 	Evictions       prometheus.Counter
 	BadRequests     *prometheus.CounterVec // code
+	FetchRejected   *prometheus.CounterVec // reason (overloaded, shutdown)
 }
 
 // New creates the metrics and registers them, with the Go and process collectors.
@@ -74,10 +75,13 @@ func New() *Metrics {
 		BadRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_rejected_requests_total", Help: "Requests rejected as invalid, by OCI error code.",
 		}, []string{"code"}),
+		FetchRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_fetch_rejected_total", Help: "Blob requests refused with 503 because no fill could start (too many running and queued, or shutting down).",
+		}, []string{"reason"}),
 	}
 	r.MustRegister(m.Requests, m.RequestDuration, m.Cache, m.ServedBytes, m.UpstreamBytes,
 		m.UpstreamErrors, m.FetchesInFlight, m.FetchDuration, m.VerifyFailures, m.StaleTags,
-		m.Evictions, m.BadRequests,
+		m.Evictions, m.BadRequests, m.FetchRejected,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

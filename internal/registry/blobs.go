@@ -56,7 +56,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 			Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository,
 		}, src)
 		if err != nil {
-			return err
+			return h.fetchRefused(err)
 		}
 		if rd == nil {
 			continue // committed meanwhile: serve it from the store
@@ -104,6 +104,9 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 		if r.Context().Err() != nil {
 			return newError(499, CodeUnavailable, "client went away")
 		}
+		if errors.Is(err, fetch.ErrClosed) {
+			return h.fetchRefused(err) // queued when the shutdown began
+		}
 		return upstreamError(req.target, err, CodeBlobUnknown) // counted by the fill observer
 	}
 	hd := w.Header()
@@ -130,9 +133,13 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 		return nil
 	}
 	defer clearWriteDeadline(w)
-	sent, err := h.follow(w, rd, dg, meta.Size >= 0)
+	// After the commit one write can be the whole rest of the blob: give
+	// each write time for its size, not one chunk's idle timeout.
+	rc := http.NewResponseController(w)
+	rd.OnWrite(func(n int64) { _ = rc.SetWriteDeadline(deadlineFor(n)) })
+	sent, err := rd.WriteTo(w)
 	h.m.ServedBytes.WithLabelValues("fill").Add(float64(sent))
-	if err == nil || errors.Is(err, errClientGone) || errors.Is(err, context.Canceled) || r.Context().Err() != nil {
+	if err == nil || errors.Is(err, fetch.ErrClientGone) || errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		return nil // done, or the client went away; the fill goes on
 	}
 	// The body is already partly sent: close the connection short of
@@ -141,25 +148,27 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 	panic(http.ErrAbortHandler)
 }
 
-// sendStored sends length bytes from offset off of stored content. It
-// reports false, having sent nothing, if the content is not in the store
-// (evicted already), so the caller goes on from the fill's file.
-func (h *Handler) sendStored(w http.ResponseWriter, dg digest.Digest, off, length int64) (int64, bool) {
-	f, _, err := h.opts.Store.OpenBlob(dg)
-	if err != nil {
-		return 0, false
+// fetchRefused maps a fill the fetcher would not start to a 503 the client
+// retries after a while, and counts it.
+func (h *Handler) fetchRefused(err error) error {
+	var e *Error
+	switch {
+	case errors.Is(err, fetch.ErrOverloaded):
+		h.m.FetchRejected.WithLabelValues("overloaded").Inc()
+		e = newError(http.StatusServiceUnavailable, CodeTooManyRequests, "too many blob downloads in progress on this mirror; retry later")
+	case errors.Is(err, fetch.ErrClosed):
+		h.m.FetchRejected.WithLabelValues("shutdown").Inc()
+		e = newError(http.StatusServiceUnavailable, CodeUnavailable, "this mirror is shutting down; retry")
+	default:
+		return err
 	}
-	defer f.Close()
-	adviseSequential(f)
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return 0, false
-	}
-	extendWriteDeadline(w, length)
-	// io.CopyN hands net/http an io.LimitedReader over an *os.File, which it
-	// passes to sendfile. A short copy means the client went away.
-	n, _ := io.CopyN(w, f, length)
-	return n, true
+	e.Header = http.Header{"Retry-After": {retryAfterSeconds}}
+	return e
 }
+
+// retryAfterSeconds is the Retry-After sent with a refused fill: long enough
+// for a few fills to finish, short against a pull's patience.
+const retryAfterSeconds = "2"
 
 // headBlobUpstream answers HEAD for a blob not in the store by asking the
 // upstream, without fetching the blob.

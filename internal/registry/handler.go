@@ -100,10 +100,7 @@ func New(opts Options) *Handler {
 	if h.manifests == nil {
 		h.manifests = new(singleflight.Group)
 	}
-	h.router = Router{
-		Known:   func(n string) bool { _, ok := opts.Upstreams.Lookup(n); return ok },
-		Default: opts.DefaultRegistry,
-	}
+	h.router = Router{Lookup: opts.Upstreams.Lookup, Default: opts.DefaultRegistry}
 	return h
 }
 
@@ -146,12 +143,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p.Kind == KindUpload {
 			return newError(http.StatusMethodNotAllowed, CodeUnsupported, "uploads are not supported: berth is a read-only mirror")
 		}
-		t, err := h.router.Resolve(p.Name, r.URL.Query().Get("ns"))
+		t, c, err := h.router.Route(p.Name, r.URL.Query().Get("ns"))
 		if err != nil {
 			return err
 		}
 		attrs = append(attrs, slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
-		c, _ := h.opts.Upstreams.Lookup(t.Registry)
 		req := &request{path: p, target: t, client: c}
 		switch p.Kind {
 		case KindManifest:

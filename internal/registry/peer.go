@@ -116,11 +116,10 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The same routing rules as /v2/: only configured registries, checked
 	// before any connection is made.
-	t, err := p.h.router.Resolve(repository, registry)
+	t, c, err := p.h.router.Route(repository, registry)
 	if err != nil {
 		return err
 	}
-	c, _ := p.h.opts.Upstreams.Lookup(t.Registry)
 	req := &request{target: t, client: c, path: Path{Name: t.String(), Reference: dg.String(), Kind: KindManifest}}
 	if kind == "blobs" {
 		req.path.Kind = KindBlob

@@ -3,6 +3,8 @@ package registry
 import (
 	"net/http"
 	"strings"
+
+	"github.com/berth-mirror/berth/internal/upstream"
 )
 
 // Target is the upstream registry and repository a request resolves to.
@@ -19,7 +21,13 @@ func (t Target) String() string { return t.Registry + "/" + t.Repository }
 // upstream serves a request". It never contacts anything: a name that is not
 // known is denied here, before any connection could be made.
 type Router struct {
-	// Known reports whether a registry name is configured or built in.
+	// Lookup returns the client of a configured or built-in registry name.
+	// The router asks once per request and hands the answer on, so a reload
+	// between a check and a second lookup cannot leave a request without
+	// its client.
+	Lookup func(name string) (*upstream.Client, bool)
+	// Known, used when Lookup is nil, reports whether a registry name is
+	// configured or built in: for routing names without serving them.
 	Known func(name string) bool
 	// Default is the registry for names without a registry prefix.
 	Default string
@@ -43,13 +51,20 @@ func CanonicalRegistry(name string) string {
 
 // Resolve maps a validated repository name and the optional ?ns= value to a Target.
 func (r *Router) Resolve(name, ns string) (Target, error) {
+	t, _, err := r.Route(name, ns)
+	return t, err
+}
+
+// Route is Resolve that also returns the Target's upstream client, from the
+// one lookup that decided the registry is known.
+func (r *Router) Route(name, ns string) (Target, *upstream.Client, error) {
 	var t Target
 	first, rest, hasRest := strings.Cut(name, "/")
 	switch {
 	case ns != "":
 		reg := CanonicalRegistry(ns)
 		if !isRegistryComponent(reg) && reg != "docker.io" {
-			return Target{}, newError(http.StatusBadRequest, CodeNameInvalid, "invalid ns parameter %q", truncate(ns, 64))
+			return Target{}, nil, newError(http.StatusBadRequest, CodeNameInvalid, "invalid ns parameter %q", truncate(ns, 64))
 		}
 		t = Target{Registry: reg, Repository: name}
 	case hasRest && isRegistryComponent(first):
@@ -57,16 +72,23 @@ func (r *Router) Resolve(name, ns string) (Target, error) {
 	default:
 		t = Target{Registry: r.Default, Repository: name}
 	}
-	if !r.Known(t.Registry) {
-		return Target{}, newError(http.StatusForbidden, CodeDenied, "registry %q is not configured on this mirror", truncate(t.Registry, 64))
+	var c *upstream.Client
+	var ok bool
+	if r.Lookup != nil {
+		c, ok = r.Lookup(t.Registry)
+	} else {
+		ok = r.Known(t.Registry)
+	}
+	if !ok {
+		return Target{}, nil, newError(http.StatusForbidden, CodeDenied, "registry %q is not configured on this mirror", truncate(t.Registry, 64))
 	}
 	if err := validateRepository(t.Repository); err != nil {
-		return Target{}, err
+		return Target{}, nil, err
 	}
 	if t.Registry == "docker.io" && !strings.Contains(t.Repository, "/") {
 		t.Repository = "library/" + t.Repository
 	}
-	return t, nil
+	return t, c, nil
 }
 
 // validateRepository checks a repository with no registry prefix.

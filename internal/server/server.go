@@ -206,10 +206,15 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.ready.Store(false)
 		s.log.Info("shutting down: draining requests in flight", "timeout", s.cfg.ShutdownTimeout.String())
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
+		// Fills run detached from requests: from now on no new one starts,
+		// and the running ones share the drain's deadline with the
+		// responses in flight (one shutdown_timeout in all, inside the
+		// pod's grace period).
+		fills := make(chan struct{})
+		go func() { s.drainFills(sctx); close(fills) }()
 		cerr := stopCluster(sctx) // leave first: peers stop choosing this node
 		err = hs.Shutdown(sctx)
 		err = errors.Join(err, cerr)
-		cancel()
 		if err != nil {
 			s.log.Warn("drain timed out; closing remaining connections", "error", err)
 			_ = hs.Close()
@@ -217,6 +222,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
 			err = errors.Join(err, serr)
 		}
+		<-fills
+		cancel()
 	}
 	<-flushDone
 	if errors.Is(err, http.ErrServerClosed) {
@@ -224,7 +231,21 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	err = errors.Join(err, stopCluster(context.Background())) // a no-op if stopped above
 	err = errors.Join(err, stopMetrics(), stopAdmin())
+	// A no-op after a drain; after a failed Serve, the fills still get the
+	// shutdown timeout before the store closes under them.
+	dctx, dcancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
+	s.drainFills(dctx)
+	dcancel()
 	return errors.Join(err, s.Close())
+}
+
+// drainFills stops new fills, lets the running ones finish until ctx ends,
+// then cancels them and waits for their cleanup, so the store never closes
+// under a commit.
+func (s *Server) drainFills(ctx context.Context) {
+	if err := s.Fetcher.Shutdown(ctx); err != nil {
+		s.log.Warn("blob fills cancelled at shutdown", "error", err)
+	}
 }
 
 // Close closes the store. Run calls it.
