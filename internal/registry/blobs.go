@@ -155,6 +155,7 @@ func (h *Handler) fetchRefused(err error) error {
 	switch {
 	case errors.Is(err, fetch.ErrOverloaded):
 		h.m.FetchRejected.WithLabelValues("overloaded").Inc()
+		h.logOverload()
 		e = newError(http.StatusServiceUnavailable, CodeTooManyRequests, "too many blob downloads in progress on this mirror; retry later")
 	case errors.Is(err, fetch.ErrClosed):
 		h.m.FetchRejected.WithLabelValues("shutdown").Inc()
@@ -164,6 +165,20 @@ func (h *Handler) fetchRefused(err error) error {
 	}
 	e.Header = http.Header{"Retry-After": {retryAfterSeconds}}
 	return e
+}
+
+// overloadLogInterval spaces the log lines of a sustained overload; the
+// counter berth_fetch_rejected_total has every refusal.
+const overloadLogInterval = 10 * time.Second
+
+// logOverload logs a full fill queue at most once per overloadLogInterval.
+func (h *Handler) logOverload() {
+	now := h.opts.Now().UnixNano()
+	last := h.overloadLogged.Load()
+	if now-last < int64(overloadLogInterval) || !h.overloadLogged.CompareAndSwap(last, now) {
+		return
+	}
+	h.log.Warn("blob fill queue full: refusing new downloads with 503 (see berth_fetch_rejected_total; max_fetches bounds the running fills)")
 }
 
 // retryAfterSeconds is the Retry-After sent with a refused fill: long enough

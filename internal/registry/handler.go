@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -76,6 +77,9 @@ type Handler struct {
 	manifests *singleflight.Group
 	// tagLists holds a token per tags/list request in flight.
 	tagLists chan struct{}
+	// overloadLogged is when an overload refusal was last logged (unix
+	// nanoseconds): under load, one line per interval, not one per client.
+	overloadLogged atomic.Int64
 }
 
 // New returns a Handler.
@@ -164,7 +168,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		e := asError(err)
 		if e.Status >= 500 {
-			h.log.LogAttrs(r.Context(), slog.LevelWarn, "request failed", append(attrs,
+			// 502/503 were logged and counted once where they arose (the
+			// upstream call, the fill, the full queue): one line per client
+			// that waited on them would flood the log under load.
+			level := slog.LevelDebug
+			if e.Status == http.StatusInternalServerError {
+				level = slog.LevelWarn
+			}
+			h.log.LogAttrs(r.Context(), level, "request failed", append(attrs,
 				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("error", err.Error()))...)
 		} else if e.Status == http.StatusBadRequest || e.Status == http.StatusRequestHeaderFieldsTooLarge ||
 			e.Status == http.StatusRequestedRangeNotSatisfiable {

@@ -1,10 +1,12 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/metrics"
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
@@ -313,5 +316,28 @@ func TestCorruptUpstreamTailNotSent(t *testing.T) {
 	s.fetcher.Wait()
 	if _, err := s.store.Stat(dg); err == nil {
 		t.Error("corrupt blob was stored")
+	}
+}
+
+// TestOverloadLoggedOncePerInterval: a sustained overload is counted for
+// every refused client but logged once per interval, not once per client.
+func TestOverloadLoggedOncePerInterval(t *testing.T) {
+	var logs bytes.Buffer
+	now := time.Unix(1000, 0)
+	m := metrics.New()
+	h := New(Options{Upstreams: upstreamMap{}, Metrics: m,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: func() time.Time { return now }})
+	for range 100 {
+		if e := asError(h.fetchRefused(fetch.ErrOverloaded)); e.Status != http.StatusServiceUnavailable {
+			t.Fatalf("status %d", e.Status)
+		}
+	}
+	now = now.Add(overloadLogInterval + time.Second)
+	_ = h.fetchRefused(fetch.ErrOverloaded)
+	if n := strings.Count(logs.String(), "fill queue full"); n != 2 {
+		t.Errorf("%d log lines for 101 refusals over two intervals, want 2:\n%s", n, logs.String())
+	}
+	if v := testutil.ToFloat64(m.FetchRejected.WithLabelValues("overloaded")); v != 101 {
+		t.Errorf("counted %v refusals, want 101", v)
 	}
 }

@@ -196,11 +196,19 @@ func TestClusterOwnerKilledMidTransfer(t *testing.T) {
 func TestClusterLateJoinerAndNewAddress(t *testing.T) {
 	tools := requireE2E(t, "docker-registry")
 	reg := startRegistry(t, tools["docker-registry"])
-	sizes := make([]int, 12)
-	for i := range sizes {
-		sizes[i] = 64<<10 + i
+	// Ownership depends only on the digests and the member names: push
+	// random layers until n3 owns at least four (a fixed count would leave
+	// it owning fewer than two about one run in twenty).
+	var dgs []string
+	var sizes []int
+	for round := 0; round < 8 && countOwned(dgs, "n3", "n1", "n2", "n3") < 4; round++ {
+		batch := make([]int, 12)
+		for i := range batch {
+			batch[i] = 64<<10 + 16*round + i
+		}
+		dgs = append(dgs, pushLayers(t, reg.Addr, "test/many", fmt.Sprintf("v%d", round), batch...)...)
+		sizes = append(sizes, batch...)
 	}
-	dgs := pushLayers(t, reg.Addr, "test/many", "v1", sizes...)
 	n1 := startNode(t, reg.Addr, nodeOptions{Name: "n1", IP: "127.0.0.1"})
 	n2 := startNode(t, reg.Addr, nodeOptions{Name: "n2", IP: "127.0.0.2", Join: []string{n1.Gossip}})
 	waitMembers(t, 15*time.Second, []*node{n1, n2}, "n1", "n2")
@@ -344,4 +352,15 @@ func TestClusterNeverMerge(t *testing.T) {
 			t.Errorf("%s logged joins: %q", n.Name, lines)
 		}
 	}
+}
+
+// countOwned is how many of dgs member owns among members.
+func countOwned(dgs []string, member string, members ...string) int {
+	n := 0
+	for _, dg := range dgs {
+		if ownerOf(dg, members...) == member {
+			n++
+		}
+	}
+	return n
 }
