@@ -97,7 +97,11 @@ func New(opts Options) *Handler {
 		opts.Now = time.Now
 	}
 	if opts.Auth == nil {
-		opts.Auth = NewAuth(AuthOptions{Marks: opts.Store, Logger: opts.Logger})
+		ao := AuthOptions{Logger: opts.Logger}
+		if opts.Store != nil { // a nil *store.Store must not become a non-nil PrivateMarks
+			ao.Marks = opts.Store
+		}
+		opts.Auth = NewAuth(ao)
 	}
 	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics, manifests: opts.Manifests,
 		tagLists: make(chan struct{}, maxTagLists)}
