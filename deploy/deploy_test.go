@@ -41,11 +41,17 @@ const (
 
 // generateArgs render deploy/kubernetes/berth.yaml: the chart's defaults,
 // with the Namespace (kubectl has no --create-namespace).
-var generateArgs = []string{"berth", chartDir, "--namespace", "berth", "--set", "namespace.create=true"}
+// The cluster's secret is an existing Secret the operator creates (the
+// chart would generate a random one: not a reproducible file).
+var generateArgs = []string{"berth", chartDir, "--namespace", "berth", "--set", "namespace.create=true",
+	"--set", "cluster.existingSecret=berth-cluster"}
 
-const generatedHeader = `# Generated from deploy/helm/berth with its default values: do not edit.
+const generatedHeader = `# Generated from deploy/helm/berth with its default values (and the cluster's
+# secret in an existing Secret berth-cluster): do not edit.
 # Change the chart, then: go test ./deploy -run TestGeneratedManifests -update
-# Install: kubectl apply -k deploy/kubernetes (or -f this file).
+# Install: kubectl create namespace berth
+#          kubectl -n berth create secret generic berth-cluster --from-literal=secret="$(head -c 32 /dev/urandom | base64)"
+#          kubectl apply -k deploy/kubernetes (or -f this file).
 `
 
 // want is what a rendering must agree with, from the values it was rendered with.
@@ -59,7 +65,7 @@ type want struct {
 }
 
 var defaults = want{
-	port: 5000, metricsPort: 5002, dataDir: "/var/lib/berth", grace: 45, priorityClass: "system-node-critical",
+	port: 5000, metricsPort: 5002, gossipPort: 7946, peerPort: 5001, dataDir: "/var/lib/berth", grace: 45, priorityClass: "system-node-critical",
 	requests: corev1.ResourceList{"cpu": resource.MustParse("50m"), "memory": resource.MustParse("64Mi")},
 	limits:   corev1.ResourceList{"memory": resource.MustParse("128Mi")},
 }
@@ -115,8 +121,9 @@ func TestChartLint(t *testing.T) {
 func TestChartDefaults(t *testing.T) {
 	objs := decode(t, render(t))
 	checkAll(t, objs, defaults)
-	if len(objs.services) != 0 || len(objs.secrets) != 0 || len(objs.other) != 0 || objs.namespace != nil {
-		t.Errorf("defaults render more than a ConfigMap and a DaemonSet: services %d secrets %d monitoring %d",
+	// The cluster is on by default: its headless Service and its Secret.
+	if len(objs.services) != 1 || len(objs.secrets) != 1 || len(objs.other) != 0 || objs.namespace != nil {
+		t.Errorf("defaults render more than a ConfigMap, a DaemonSet and the cluster's Service and Secret: services %d secrets %d monitoring %d",
 			len(objs.services), len(objs.secrets), len(objs.other))
 	}
 }
@@ -152,12 +159,22 @@ func TestChartEverythingOn(t *testing.T) {
 	}
 }
 
-// TestChartFailsWithoutClusterSecret: the peers' key cannot be forgotten.
-func TestChartFailsWithoutClusterSecret(t *testing.T) {
-	cmd := exec.Command(helmBin(t), "template", "berth", chartDir, "--set", "cluster.enabled=true")
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "cluster.existingSecret") {
-		t.Errorf("cluster without a secret rendered (err %v): %.300s", err, out)
+// TestChartGeneratesClusterSecret: with the cluster on and no secret given,
+// the chart makes a strong random one (an upgrade keeps it: lookup), so the
+// peers' key can neither be forgotten nor be a shared default.
+func TestChartGeneratesClusterSecret(t *testing.T) {
+	first := decode(t, render(t)).secrets["berth-cluster"]
+	second := decode(t, render(t)).secrets["berth-cluster"]
+	if first == nil || second == nil {
+		t.Fatal("no Secret berth-cluster rendered")
+	}
+	a, b := first.StringData["secret"], second.StringData["secret"]
+	if len(a) < 32 || a == b {
+		t.Errorf("generated cluster secrets %q and %q: want long random values", a, b)
+	}
+	given := decode(t, render(t, "--set", "cluster.secret=a-secret-given-in-the-values")).secrets["berth-cluster"]
+	if given == nil || given.StringData["secret"] != "a-secret-given-in-the-values" {
+		t.Errorf("cluster.secret not used: %+v", given)
 	}
 }
 
@@ -373,7 +390,13 @@ func containerEnv(t *testing.T, c corev1.Container, objs objects) map[string]str
 			ref := e.ValueFrom.SecretKeyRef
 			s, ok := objs.secrets[ref.Name]
 			if !ok {
-				continue // an existing Secret, not in the rendering
+				// An existing Secret, not in the rendering: what the
+				// operator put there stands in, unless the key is optional.
+				if ref.Optional != nil && *ref.Optional {
+					continue
+				}
+				env[e.Name] = "operator-provided-" + ref.Name + "-" + ref.Key
+				continue
 			}
 			if v, ok = s.StringData[ref.Key]; !ok {
 				if ref.Optional == nil || !*ref.Optional {
