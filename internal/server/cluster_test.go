@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"fmt"
 	"io"
 	"log"
 	"net"
@@ -103,7 +102,7 @@ func TestClusterServers(t *testing.T) {
 	blob := make([]byte, 1<<20)
 	_, _ = rand.Read(blob)
 	dg := digest.FromBytes(blob)
-	pushBlob(t, up.URL, "team/app", blob)
+	pushBlobDigest(t, up.URL, "team/app", blob)
 
 	a := startClusterServer(t, "a", up.URL, "")
 	waitUntil(t, func() bool { return len(a.s.cluster.Members()) == 1 })
@@ -189,28 +188,3 @@ func waitUntil(t *testing.T, cond func() bool) {
 	}
 }
 
-func pushBlob(t *testing.T, base, repo string, data []byte) {
-	t.Helper()
-	resp, err := http.Post(base+"/v2/"+repo+"/blobs/uploads/", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if !strings.HasPrefix(loc, "http") {
-		loc = base + loc
-	}
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
-	}
-	req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("%s%sdigest=%s", loc, sep, digest.FromBytes(data)), bytes.NewReader(data))
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("push: %s", resp.Status)
-	}
-}

@@ -60,7 +60,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// pushBlob uploads data to a go-containerregistry registry at base.
+// pushBlobDigest uploads data to a registry at base and returns its digest.
 func pushBlobDigest(t *testing.T, base, repo string, data []byte) digest.Digest {
 	t.Helper()
 	dg := digest.FromBytes(data)
