@@ -12,7 +12,12 @@
 # every 50 ms: the figure the kubelet evicts on), the cgroup's max usage, OOM
 # kills, time and throughput, and whether every body matched its sha256.
 # During each phase four tags/list requests run alongside the pulls (a phase
-# whose tag lists do not all answer 200 counts as failed).
+# whose tag lists do not all answer 200 counts as failed), and so does a
+# hostile mix (security issue's memory-side defects, so their RSS is in the
+# figures): 300 requests with made-up methods (each must get 405, and adds no
+# metric series), 32 connections holding ~60 KB of unfinished headers until
+# the phase ends, and one admin batch of 2000 status calls (must be refused
+# with -32600; needs python3, else skipped with a note).
 # It prints Markdown tables and exits non-zero if a body failed verification,
 # berth died, or an OOM kill occurred.
 #
@@ -224,6 +229,52 @@ ROWS=() DETAIL=() STRACE_ROWS=()
 FAILED=0 OOMS=0
 declare -A RSS # "S N phase" -> peak RSS bytes
 
+# hostile_mix OUT: the requests of the security issue's memory-side defects,
+# run alongside a phase until OUT.stop exists. Writes "hostile ok ..." to OUT
+# when every answer was the expected refusal.
+hostile_mix() {
+	local out=$1 bad=0 i fds=() fd pad code
+	: >"$out"
+	pad=$(head -c 60000 /dev/zero | tr '\0' a)
+	for i in $(seq 1 32); do
+		exec {fd}<>"/dev/tcp/127.0.0.1/$BPORT" || continue
+		printf 'GET /v2/ HTTP/1.1\r\nHost: berth\r\nX-Pad: %s' "$pad" >&"$fd" 2>/dev/null || true
+		fds+=("$fd")
+	done
+	for i in $(seq 1 300); do
+		code=$(curl -sS -o /dev/null -w '%{http_code}' -X "M$RANDOM$i" "http://127.0.0.1:$BPORT/v2/registry.test/test/big/tags/list" 2>/dev/null)
+		[[ $code == 405 ]] || bad=$((bad + 1))
+	done
+	local batch="skipped (no python3)"
+	if command -v python3 >/dev/null; then
+		batch=$(python3 - "$TMP/admin.sock" <<'PY' 2>&1
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(json.dumps([{"jsonrpc": "2.0", "id": i, "method": "status"} for i in range(2000)]).encode() + b"\n")
+buf = b""
+while b"\n" not in buf:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    buf += chunk
+r = json.loads(buf.split(b"\n")[0])
+print(r["error"]["code"] if isinstance(r, dict) and "error" in r else "accepted")
+PY
+)
+		[[ $batch == -32600 ]] || bad=$((bad + 1))
+	fi
+	while [[ ! -e $out.stop ]]; do sleep 0.2; done
+	for fd in "${fds[@]}"; do exec {fd}>&-; done
+	local series
+	series=$(curl -sS "http://127.0.0.1:$BPORT/metrics" | grep -c '^berth_http_requests_total{' || true)
+	if [[ $bad == 0 ]]; then
+		echo "hostile ok: 300 odd methods -> 405, ${#fds[@]} unfinished-header connections held, admin batch of 2000 -> $batch, request series $series" >>"$out"
+	else
+		echo "hostile failed: $bad unexpected answers (admin batch: $batch)" >>"$out"
+	fi
+}
+
 # run_phase S N phase: N concurrent pulls, then the figures of that phase.
 run_phase() {
 	local s=$1 n=$2 phase=$3 dg=${DIGEST[$1]} out="$TMP/pull-$1-$2-${3//\*/-restarted}.env" verified=yes alive=yes
@@ -240,10 +291,16 @@ run_phase() {
 		wait
 	} >"$out.tags" 2>&1 &
 	tpid=$!
+	local hpid
+	hostile_mix "$out.hostile" &
+	hpid=$!
 	"$TMP/pullers" -url "http://127.0.0.1:$BPORT/v2/registry.test/test/big/blobs/$dg" -n "$n" \
 		-size $((s << 20)) -cgroup "$CG" -pid "$BPID" "${metrics_args[@]}" >"$out" 2>"$out.err" || verified=no
 	wait "$tpid" || true
+	touch "$out.hostile.stop"
+	wait "$hpid" || true
 	[[ $(grep -c '^200$' "$out.tags") == 4 ]] || { verified=no; log "  tags/list: $(tr '\n' ' ' <"$out.tags")"; }
+	if grep -q '^hostile ok' "$out.hostile"; then log "  $(cat "$out.hostile")"; else verified=no; log "  hostile mix: $(tr '\n' ' ' <"$out.hostile")"; fi
 	declare -A R=()
 	while IFS='=' read -r k v; do R[$k]=$v; done <"$out"
 	local hwm=-1 maxu oom ups rd=-1
