@@ -51,11 +51,12 @@ func Apply(r Reader, getenv func(string) (string, bool)) (limit int64, source st
 }
 
 // Describe returns slog attributes of l for the startup log line:
-// memory_limit (bytes, 0 = none), cpu_quota (cores, 0 = none) and version.
+// memory_limit (bytes, 0 = none), cpu_quota (cores, 0 = none) and
+// cgroup_version (not "version": the start-up line has berth's own).
 func Describe(l Limits) []any {
 	return []any{
 		slog.Int64("memory_limit", l.MemoryLimit),
 		slog.Float64("cpu_quota", l.CPUQuota),
-		slog.Int("version", l.Version),
+		slog.Int("cgroup_version", l.Version),
 	}
 }

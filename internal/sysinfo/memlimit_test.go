@@ -84,7 +84,7 @@ func TestDescribe(t *testing.T) {
 	want := []slog.Attr{
 		slog.Int64("memory_limit", 1<<30),
 		slog.Float64("cpu_quota", 1.5),
-		slog.Int("version", 2),
+		slog.Int("cgroup_version", 2),
 	}
 	if len(got) != len(want) {
 		t.Fatalf("Describe returned %d attrs, want %d", len(got), len(want))
