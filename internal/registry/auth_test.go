@@ -626,3 +626,32 @@ func TestAuthTTLCacheBounded(t *testing.T) {
 }
 
 var _ = digest.Canonical
+
+// TestAuthRecheckAfterStoreRead: the access check and the store read are two
+// steps. Content that a private fill committed between them (here: stored and
+// marked before serveBlob runs for a request the gate let through as public)
+// is still not served through a public repository until that repository's
+// upstream confirms it holds it.
+func TestAuthRecheckAfterStoreRead(t *testing.T) {
+	s, img := setupPrivate(t, authStackOptions{})
+	if r := s.pull(t, privRoutes[0].prefix, "", basicAuth(privUser, privPass), img); !r.allOK() {
+		t.Fatalf("private pull: %v", r.statuses)
+	}
+	s.pub.setPublic("lib/other")
+	layer := img.layers[0]
+	path := "/v2/public.test/lib/other/blobs/" + layer.String()
+	p, err := ParsePath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt, c, err := s.h.router.Route(p.Name, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	err = s.h.serveBlob(&recorder{ResponseWriter: w}, httptest.NewRequest(http.MethodGet, path, nil),
+		&request{path: p, target: tgt, client: c})
+	if e := asError(err); err == nil || e.Status != http.StatusNotFound || strings.Contains(w.Body.String(), string(img.data[layer][:32])) {
+		t.Fatalf("a public request reaching the store read after a private commit: %v, %d bytes sent; want 404 and no content", err, w.Body.Len())
+	}
+}

@@ -189,6 +189,22 @@ func (h *Handler) checkShared(ctx context.Context, req *request) error {
 	return h.confirm(ctx, req, Credentials{}, dg, probe)
 }
 
+// recheckShared repeats checkShared (peerAllowed for the peer API) for a
+// request the gate let through as public, once its content is open from the
+// store: a private fill may have
+// committed and marked the digest between the gate's check and the store
+// read. It costs an atomic load on a node without private content, and a
+// remembered decision otherwise.
+func (h *Handler) recheckShared(ctx context.Context, req *request) error {
+	switch {
+	case req.private || h.opts.Auth == nil:
+		return nil
+	case req.peer:
+		return h.peerAllowed(ctx, req, req.verifiedPeer)
+	}
+	return h.checkShared(ctx, req)
+}
+
 // confirm asks (or remembers) whether req.target holds dg for creds.
 func (h *Handler) confirm(ctx context.Context, req *request, creds Credentials, dg digest.Digest, c *upstream.Client) error {
 	a := h.opts.Auth

@@ -37,6 +37,9 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 		f, info, err := h.opts.Store.OpenBlob(dg)
 		if err == nil {
 			defer f.Close()
+			if err := h.recheckShared(r.Context(), req); err != nil {
+				return err
+			}
 			adviseSequential(f)
 			h.m.Cache.WithLabelValues("blob", "hit").Inc()
 			return h.serveFile(w, r, f, info)

@@ -124,6 +124,9 @@ type request struct {
 	id string
 	// token is an upstream pull token for a cluster owner (authpeer.go).
 	token string
+	// peer: asked over the peer API, whose rules (peerAllowed) apply;
+	// verifiedPeer: the asking node checked its client.
+	peer, verifiedPeer bool
 }
 
 // ServeHTTP implements the pull API.

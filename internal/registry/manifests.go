@@ -82,6 +82,9 @@ func (h *Handler) manifestByDigest(ctx context.Context, req *request, dg digest.
 		return manifest{}, err
 	}
 	if ok {
+		if err := h.recheckShared(ctx, req); err != nil {
+			return manifest{}, err
+		}
 		h.m.Cache.WithLabelValues("manifest", "hit").Inc()
 		return m, nil
 	}

@@ -127,6 +127,7 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	// Private content goes only to a peer that checked its client (and
 	// only with tokens: without a cluster secret anyone could claim it).
 	verified := p.opts.Verify != nil && q.Get("verified") == "1"
+	req.peer, req.verifiedPeer = true, verified
 	if err := p.h.peerAllowed(r.Context(), req, verified); err != nil {
 		return err
 	}
