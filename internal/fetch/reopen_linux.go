@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/berth-mirror/berth/internal/store"
 )
 
 // reopen opens the fill's file anew, with a file position of its own. The
@@ -24,10 +24,6 @@ func (r *Reader) reopen() (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch: reopening fill of %s: %w", r.f.dg, err)
 	}
-	// Read front to back: a doubled readahead window means larger disk
-	// reads for sendfile once the blob has left the page cache.
-	if rc, err := f.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) { _ = unix.Fadvise(int(fd), 0, 0, unix.FADV_SEQUENTIAL) })
-	}
+	store.AdviseSequential(f)
 	return f, nil
 }

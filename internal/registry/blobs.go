@@ -40,7 +40,6 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 			if err := h.recheckShared(r.Context(), req); err != nil {
 				return err
 			}
-			adviseSequential(f)
 			h.m.Cache.WithLabelValues("blob", "hit").Inc()
 			return h.serveFile(w, r, f, info)
 		}

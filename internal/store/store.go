@@ -177,7 +177,8 @@ func (s *Store) Stat(dg digest.Digest) (Info, error) {
 
 // OpenBlob opens stored content of either kind for streaming and marks it
 // used: a manifest's bytes are a blob too, and registries serve them from
-// the blobs endpoint. Nothing is read into memory. The caller closes the
+// the blobs endpoint. Nothing is read into memory; the file is advised for
+// sequential reading (it is sent front to back). The caller closes the
 // file; eviction meanwhile is safe (the open file stays readable).
 func (s *Store) OpenBlob(dg digest.Digest) (*os.File, Info, error) {
 	info, err := s.Stat(dg)
@@ -188,6 +189,7 @@ func (s *Store) OpenBlob(dg digest.Digest) (*os.File, Info, error) {
 	if err != nil {
 		return nil, Info{}, err
 	}
+	AdviseSequential(f)
 	s.touch(dg)
 	return f, info, nil
 }

@@ -1,4 +1,4 @@
-package registry
+package store
 
 import (
 	"os"
@@ -6,10 +6,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// adviseSequential tells the kernel a file will be read front to back, which
+// AdviseSequential tells the kernel a file will be read front to back, which
 // doubles its readahead window: sendfile from a blob that no longer fits in
 // the page cache then reads the disk in larger pieces.
-func adviseSequential(f *os.File) {
+func AdviseSequential(f *os.File) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return

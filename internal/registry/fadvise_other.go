@@ -1,7 +1,0 @@
-//go:build !linux
-
-package registry
-
-import "os"
-
-func adviseSequential(*os.File) {}
