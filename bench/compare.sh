@@ -82,22 +82,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-	local p
-	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 30000))
-		if [[ -z $(ss -Htln "sport = :$p") ]]; then echo "$p"; return; fi
-	done
-	die "no free port"
-}
-wait_http() { # url pid what
-	for _ in $(seq 300); do
-		curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-		kill -0 "$2" 2>/dev/null || die "$3 exited early (logs in $TMP)"
-		sleep 0.05
-	done
-	die "$3 did not answer on $1"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 # Peak RSS in bytes of the processes whose PIDs are given: "largest total".
 peak_rss() {
 	local max=0 sum=0 v

@@ -153,23 +153,8 @@ status_bytes() { awk -v f="$2:" '$1 == f { print $2 * 1024 }' "/proc/$1/status";
 # Bytes the process caused to be read from storage (page cache misses).
 disk_read() { awk '$1 == "read_bytes:" { print $2 }' "/proc/$1/io"; }
 
-free_port() {
-	local p
-	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 30000))
-		if [[ -z $(ss -Htln "sport = :$p") ]]; then echo "$p"; return; fi
-	done
-	die "no free port"
-}
-
-wait_http() { # url pid what
-	for _ in $(seq 200); do
-		curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-		kill -0 "$2" 2>/dev/null || die "$3 exited early"
-		sleep 0.05
-	done
-	die "$3 did not answer on $1"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # --- build
 log "building berth and the helpers in $TMP"
