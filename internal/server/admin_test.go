@@ -44,9 +44,7 @@ func TestRunServesAdminSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, ln) }()
+	h := runOn(t, s, ln)
 	var c *admin.Client
 	for i := 0; ; i++ {
 		if c, err = admin.Dial(context.Background(), cfg.Admin.Socket); err == nil {
@@ -62,8 +60,7 @@ func TestRunServesAdminSocket(t *testing.T) {
 		t.Errorf("status: %+v, %v", st, err)
 	}
 	_ = c.Close()
-	cancel()
-	if err := <-done; err != nil {
+	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Lstat(cfg.Admin.Socket); !errors.Is(err, os.ErrNotExist) {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,15 +41,7 @@ func startServer(t *testing.T, cfg config.Config, prepare func(*Server), wrap fu
 	if wrap != nil {
 		ln = wrap(ln)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	runOn(t, s, ln)
 	return &running{s: s, addr: addr}
 }
 

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,19 +40,10 @@ func runServer(t *testing.T, cfg config.Config) (registryURL string, stop func()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, ln) }()
-	var once sync.Once
-	var runErr error
-	stop = func() error {
-		once.Do(func() { cancel(); runErr = <-done })
-		return runErr
-	}
-	t.Cleanup(func() { _ = stop() }) // also when the test fails early
+	h := runOn(t, s, ln)
 	url := "http://" + ln.Addr().String()
-	waitFor(t, url+"/readyz", done)
-	return url, stop
+	waitFor(t, url+"/readyz", h.done)
+	return url, h.stop
 }
 
 func waitFor(t *testing.T, url string, done <-chan error) {
