@@ -161,12 +161,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		attrs = append(attrs, slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
 		req := &request{path: p, target: t, client: c}
 		switch p.Kind {
-		case KindManifest:
-			return h.authorized(rec, r, req)
-		case KindBlob:
-			attrs = append(attrs, slog.String("digest", p.Reference))
-			return h.authorized(rec, r, req)
-		case KindTags:
+		case KindManifest, KindBlob, KindTags:
+			if p.Kind == KindBlob {
+				attrs = append(attrs, slog.String("digest", p.Reference))
+			}
 			return h.authorized(rec, r, req)
 		default:
 			return newError(http.StatusNotFound, CodeUnsupported, "the referrers API is not served by this mirror")
