@@ -12,8 +12,9 @@
 // finish for as long as it is given, then cancels them and waits for their
 // cleanup, so that the store can be closed under nothing.
 //
-// Fills are bounded: at most MaxFetches talk to a source, at most MaxQueued
-// more wait for a turn, and past that Get refuses at once (ErrOverloaded),
+// Fills are bounded: at most MaxFetches talk to the upstream and at most
+// MaxPeerFetches to cluster peers (see Pool), at most MaxFetches+MaxQueued
+// run or wait in all, and past that Get refuses at once (ErrOverloaded),
 // before anything (goroutine, temporary file, map entry) is allocated.
 package fetch
 
@@ -24,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -103,10 +105,15 @@ type Observer interface {
 
 // Options tune a Coalescer. The zero value is usable.
 type Options struct {
-	// MaxFetches caps fills talking to a source at once (default 32).
+	// MaxFetches caps fills talking to the upstream at once (default 32).
 	MaxFetches int
-	// MaxQueued caps fills waiting for one of the MaxFetches turns (default
-	// 4×MaxFetches); past it Get refuses a new fill with ErrOverloaded.
+	// MaxPeerFetches caps fills talking to cluster peers at once (default
+	// MaxFetches): a separate pool, so that fills waiting on a busy peer
+	// never hold the turns its own requests need here (Pool).
+	MaxPeerFetches int
+	// MaxQueued caps the fills waiting for a turn beyond MaxFetches
+	// (default 4×MaxFetches): past MaxFetches+MaxQueued fills, running or
+	// waiting, Get refuses a new one with ErrOverloaded.
 	MaxQueued int
 	// Timeout bounds one fill from start to commit (default 30m).
 	Timeout time.Duration
@@ -128,8 +135,9 @@ type Options struct {
 type Coalescer struct {
 	store *store.Store
 	opts  Options
-	sem   chan struct{}
-	log   *slog.Logger
+	// upstream and peers hand out the turns to talk to a source.
+	upstream, peers *Pool
+	log             *slog.Logger
 	// base is the parent of every fill's context: Shutdown cancels it.
 	base   context.Context
 	cancel context.CancelCauseFunc
@@ -137,16 +145,25 @@ type Coalescer struct {
 	closing chan struct{}
 
 	mu       sync.Mutex
+	// inflight holds a fill per digest; bounded by MaxFetches+MaxQueued.
 	inflight map[digest.Digest]*fill
-	fills    int  // fills started and not ended, running or queued
-	closed   bool // Shutdown has started: no new fill
+	fills    int    // fills started and not ended, running or queued
+	ended    uint64 // fills removed from inflight so far (Get re-checks the store when it moved)
+	closed   bool   // Shutdown has started: no new fill
 	wg       sync.WaitGroup
+
+	// beforeTemp, in tests, runs in Get between the store lookup and the
+	// temporary file, where the node-wide lock must not be held.
+	beforeTemp func(Request)
 }
 
 // New returns a Coalescer that commits into st.
 func New(st *store.Store, opts Options) *Coalescer {
 	if opts.MaxFetches <= 0 {
 		opts.MaxFetches = 32
+	}
+	if opts.MaxPeerFetches <= 0 {
+		opts.MaxPeerFetches = opts.MaxFetches
 	}
 	if opts.MaxQueued <= 0 {
 		opts.MaxQueued = 4 * opts.MaxFetches
@@ -164,17 +181,26 @@ func New(st *store.Store, opts Options) *Coalescer {
 		opts.Observer = nopObserver{}
 	}
 	base, cancel := context.WithCancelCause(context.Background())
+	closing := make(chan struct{})
 	return &Coalescer{
 		store:    st,
 		opts:     opts,
-		sem:      make(chan struct{}, opts.MaxFetches),
+		upstream: newPool(opts.MaxFetches, closing),
+		peers:    newPool(opts.MaxPeerFetches, closing),
 		log:      opts.Logger,
 		base:     base,
 		cancel:   cancel,
-		closing:  make(chan struct{}),
+		closing:  closing,
 		inflight: map[digest.Digest]*fill{},
 	}
 }
+
+// Upstream is the pool of turns to talk to an upstream registry: a fill
+// takes one around any Source that is not a TurnTaker.
+func (c *Coalescer) Upstream() *Pool { return c.upstream }
+
+// Peers is the pool of turns to talk to cluster peers.
+func (c *Coalescer) Peers() *Pool { return c.peers }
 
 // upstreamRefused reports an upstream 401, 403 or 404: an answer about the
 // repository asked through, not about the blob.
@@ -211,33 +237,89 @@ func (c *Coalescer) Wait() { c.wg.Wait() }
 // existing fill was joined. ctx bounds only the reader, never the fill. It
 // fails with ErrOverloaded or ErrClosed, having allocated nothing, when no
 // fill may start.
+//
+// The node-wide lock is never held across disk I/O (the store lookup, the
+// temporary file): every miss and join on the node would wait behind it.
+// Two Gets may then both create a temporary file; the second to take the
+// lock joins the first's fill and drops its own.
 func (c *Coalescer) Get(ctx context.Context, req Request, src Source) (r *Reader, joined bool, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	for round := 0; ; round++ {
+		c.mu.Lock()
+		if r, err := c.joinLocked(ctx, req, src); r != nil || err != nil {
+			c.mu.Unlock()
+			return r, r != nil, err
+		}
+		ended := c.ended
+		c.mu.Unlock()
+
+		if _, err := c.store.Stat(req.Digest); err == nil {
+			return nil, false, nil
+		}
+		if !c.room() {
+			return nil, false, ErrOverloaded
+		}
+		if c.beforeTemp != nil {
+			c.beforeTemp(req)
+		}
+		tmp, err := c.store.TempFile()
+		if err != nil {
+			return nil, false, err
+		}
+
+		c.mu.Lock()
+		r, err := c.joinLocked(ctx, req, src)
+		// A fill that ended since the store lookup may have committed the
+		// content: look again (a few rounds at most; a fill started after
+		// that costs one extra download, never a wrong byte).
+		retry := r == nil && err == nil && c.ended != ended && round < 3
+		start := r == nil && err == nil && !retry && c.fills < c.opts.MaxFetches+c.opts.MaxQueued
+		if start {
+			// A fill that cannot serve this request (it has ended, or has
+			// given up on its sources) may still be in the map: this one
+			// takes its place.
+			f := newFill(c, req, src, tmp)
+			c.inflight[req.Digest] = f
+			c.fills++
+			c.wg.Add(1)
+			go f.run()
+			c.mu.Unlock()
+			return newReader(ctx, f, req), false, nil
+		}
+		c.mu.Unlock()
+		discard(tmp)
+		switch {
+		case r != nil || err != nil:
+			return r, r != nil, err
+		case !retry:
+			return nil, false, ErrOverloaded
+		}
+	}
+}
+
+// joinLocked returns a reader on the running fill of req.Digest if it can
+// serve req, or ErrClosed once Shutdown has begun; (nil, nil): start one.
+// c.mu is held.
+func (c *Coalescer) joinLocked(ctx context.Context, req Request, src Source) (*Reader, error) {
 	if c.closed {
-		return nil, false, ErrClosed
+		return nil, ErrClosed
 	}
 	if f, ok := c.inflight[req.Digest]; ok && f.join(req, src) {
-		return newReader(ctx, f, req), true, nil
+		return newReader(ctx, f, req), nil
 	}
-	if _, err := c.store.Stat(req.Digest); err == nil {
-		return nil, false, nil
-	}
-	if c.fills >= c.opts.MaxFetches+c.opts.MaxQueued {
-		return nil, false, ErrOverloaded
-	}
-	tmp, err := c.store.TempFile()
-	if err != nil {
-		return nil, false, err
-	}
-	// A fill that cannot serve this request (it has ended, or has given up
-	// on its sources) may still be in the map: this one takes its place.
-	f := newFill(c, req, src, tmp)
-	c.inflight[req.Digest] = f
-	c.fills++
-	c.wg.Add(1)
-	go f.run()
-	return newReader(ctx, f, req), false, nil
+	return nil, nil
+}
+
+// room reports whether another fill may start now.
+func (c *Coalescer) room() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fills < c.opts.MaxFetches+c.opts.MaxQueued
+}
+
+// discard removes a temporary file that no fill took.
+func discard(f *os.File) {
+	_ = f.Close()
+	_ = os.Remove(f.Name())
 }
 
 // remove takes a finished fill out of the map and the count.
@@ -247,6 +329,7 @@ func (c *Coalescer) remove(f *fill) {
 		delete(c.inflight, f.dg)
 	}
 	c.fills--
+	c.ended++
 	c.mu.Unlock()
 }
 
@@ -284,21 +367,3 @@ func (c *Coalescer) Shutdown(ctx context.Context) error {
 	return fmt.Errorf("fetch: %d fills still running at the shutdown deadline were cancelled (any already verified was committed): %w", n, context.Cause(ctx))
 }
 
-// acquireSlot waits for one of the MaxFetches turns.
-func (c *Coalescer) acquireSlot(ctx context.Context) error {
-	select {
-	case <-c.closing: // before a free turn: a queued fill must not start now
-		return ErrClosed
-	default:
-	}
-	select {
-	case c.sem <- struct{}{}:
-		return nil
-	case <-c.closing:
-		return ErrClosed
-	case <-ctx.Done():
-		return fmt.Errorf("fetch: waiting for a fetch slot: %w", context.Cause(ctx))
-	}
-}
-
-func (c *Coalescer) releaseSlot() { <-c.sem }

@@ -230,19 +230,19 @@ func (f *fill) logOutcome(ctx context.Context, req Request, n int64, took time.D
 
 // download copies from the sources into the file, hashing as it goes, and
 // verifies size and digest. It returns the bytes received.
+//
+// The fill holds a turn (Pool) only while it talks to a source: a source
+// that takes its own turns (a cluster source: a peer turn for a peer, an
+// upstream turn for the upstream) gets none around it.
 func (f *fill) download(ctx context.Context) (int64, error) {
-	if err := f.c.acquireSlot(ctx); err != nil {
-		return 0, err
-	}
-	defer f.c.releaseSlot()
-
 	h := f.dg.Algorithm().Hash()
-	bp := GetBuffer()
-	defer PutBuffer(bp)
 	var received int64
 	for {
 		req, src := f.current()
-		err := f.transfer(ctx, req, src, h, *bp, &received)
+		if _, ok := src.(TurnTaker); !ok {
+			src = f.c.upstream.Limit(src)
+		}
+		err := f.transfer(ctx, req, src, h, &received)
 		if err == nil {
 			break
 		}
@@ -268,9 +268,9 @@ func (f *fill) download(ctx context.Context) (int64, error) {
 
 // transfer copies from src until EOF, resuming an interrupted transfer from
 // the byte it reached up to Resumes times.
-func (f *fill) transfer(ctx context.Context, req Request, src Source, h hash.Hash, buf []byte, received *int64) error {
+func (f *fill) transfer(ctx context.Context, req Request, src Source, h hash.Hash, received *int64) error {
 	for attempt := 0; ; attempt++ {
-		err := f.copyOnce(ctx, req, src, h, buf, received)
+		err := f.copyOnce(ctx, req, src, h, received)
 		if err == nil {
 			return nil
 		}
@@ -297,13 +297,18 @@ func (f *fill) offset() int64 {
 }
 
 // copyOnce opens the source at the current offset and copies until EOF.
-func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Hash, buf []byte, received *int64) error {
+// The copy buffer is taken once the source has answered: a fill waiting for
+// a turn or a slow source holds none.
+func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Hash, received *int64) error {
 	offset := f.offset()
 	body, meta, err := src.Open(ctx, req, offset)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
+	bp := GetBuffer()
+	defer PutBuffer(bp)
+	buf := *bp
 	f.mu.Lock()
 	if !f.started {
 		f.meta, f.started = meta, true

@@ -49,7 +49,9 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 		if r.Method == http.MethodHead {
 			return h.headBlobUpstream(w, r, req, dg)
 		}
-		var src fetch.Source = upstreamSource{req.client}
+		// The upstream takes one of the node's upstream turns while it
+		// sends; a cluster source around it takes peer turns for peers.
+		src := h.opts.Fetcher.Upstream().Limit(upstreamSource{req.client})
 		if h.opts.Source != nil {
 			src = h.opts.Source(src)
 		}
