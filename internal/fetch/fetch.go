@@ -144,7 +144,7 @@ type Coalescer struct {
 	// closing is closed when Shutdown starts: queued fills give up their turn.
 	closing chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
 	// inflight holds a fill per digest; bounded by MaxFetches+MaxQueued.
 	inflight map[digest.Digest]*fill
 	fills    int    // fills started and not ended, running or queued
@@ -366,4 +366,3 @@ func (c *Coalescer) Shutdown(ctx context.Context) error {
 	}
 	return fmt.Errorf("fetch: %d fills still running at the shutdown deadline were cancelled (any already verified was committed): %w", n, context.Cause(ctx))
 }
-
