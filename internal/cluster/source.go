@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -24,14 +26,24 @@ import (
 // PeerPath is the prefix of the peer API.
 const PeerPath = "/peer/v1/"
 
-// Timeouts of a request to a peer. A dead peer must cost little: the next
-// source is tried as soon as one passes.
+// Timeouts and memories of the asking side. A dead peer must cost little:
+// the next source is tried as soon as one passes. A busy one must not be
+// taken for dead: an owner that admitted a request sends "102 Processing"
+// every few seconds while its own fill waits for a turn or for the
+// upstream, so only silence means it is stuck.
 const (
-	connectTimeout   = 2 * time.Second
-	firstByteTimeout = 10 * time.Second
-	idleTimeout      = 10 * time.Second
-	// maxPeerTries caps the peers asked for one Open before the upstream.
+	connectTimeout = 2 * time.Second
+	// defaultHeaderPatience is how long an owner may stay silent before
+	// its response headers (no 102 heartbeat, no final answer).
+	defaultHeaderPatience = 10 * time.Second
+	// defaultBodyIdle bounds a stall inside a peer's body; the server sets
+	// it to upstream_timeout, the owner's own patience with its upstream.
+	defaultBodyIdle = 30 * time.Second
+	// maxPeerTries caps the owners asked for one Open before the upstream.
 	maxPeerTries = 2
+	// maxProbes caps the members after this node in the owner order that
+	// are asked whether they hold a blob (handover) before the upstream.
+	maxProbes = 2
 	// failMemory is how long a peer that failed for a digest is skipped for it.
 	failMemory = time.Minute
 	// corruptMemory is how long a peer that sent wrong bytes is skipped.
@@ -40,7 +52,14 @@ const (
 	// skipped for every digest: a machine that is gone costs one connect
 	// timeout per node, not one per blob, until gossip declares it dead.
 	unreachableMemory = 10 * time.Second
+	// maxFailMemories bounds the failure table (entries expire anyway).
+	maxFailMemories = 4096
 )
+
+// PeerErrorHeader is set by a peer on an answer that is about the peer
+// request itself (its token: "token"), as opposed to an answer the peer
+// relays from its upstream: only the former says the cluster secrets differ.
+const PeerErrorHeader = "Berth-Peer-Error"
 
 // errPeer is a peer request that did not give a usable response.
 type errPeer struct {
@@ -51,6 +70,18 @@ type errPeer struct {
 func (e *errPeer) Error() string { return e.reason + ": " + e.err.Error() }
 func (e *errPeer) Unwrap() error { return e.err }
 
+// FetcherOptions tune the asking side. The zero value is usable.
+type FetcherOptions struct {
+	// Peers, if set, bounds the transfers from peers running at once (a
+	// turn is held from the request until the body is closed).
+	Peers *fetch.Pool
+	// HeaderPatience is how long a peer may stay silent before its
+	// response headers (default 10s; each 102 heartbeat restarts it).
+	HeaderPatience time.Duration
+	// BodyIdle is how long a peer's body may stall (default 30s).
+	BodyIdle time.Duration
+}
+
 // Fetcher is the asking side: it wraps the upstream source so that a local
 // miss asks the digest's owners first. It is safe for concurrent use.
 type Fetcher struct {
@@ -58,14 +89,17 @@ type Fetcher struct {
 	bytesIn prometheus.Counter
 	keys    Keys
 	m       *Metrics
+	opts    FetcherOptions
 	client  *http.Client
 	tr      *http.Transport
 	log     *slog.Logger
 	now     func() time.Time
 	maxTrys int
 
-	mu     sync.Mutex
-	failed map[string]time.Time // digest + "\x00" + member → skip until
+	mu sync.Mutex
+	// failed maps digest + "\x00" + member to when it is asked again;
+	// bounded by maxFailMemories (expired entries are dropped first).
+	failed map[string]time.Time
 
 	served sync.Map // member name → *atomic.Int64: bytes it sent this node
 }
@@ -79,20 +113,27 @@ type Membership interface {
 }
 
 // NewFetcher returns the asking side over c.
-func NewFetcher(c Membership, keys Keys, m *Metrics, log *slog.Logger) *Fetcher {
+func NewFetcher(c Membership, keys Keys, m *Metrics, log *slog.Logger, opts FetcherOptions) *Fetcher {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.HeaderPatience <= 0 {
+		opts.HeaderPatience = defaultHeaderPatience
+	}
+	if opts.BodyIdle <= 0 {
+		opts.BodyIdle = defaultBodyIdle
+	}
 	tr := &http.Transport{
-		Proxy:                 nil, // peers are on the node network, never behind the upstream's proxy
-		DialContext:           (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		ResponseHeaderTimeout: firstByteTimeout,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		DisableCompression:    true,
+		Proxy:       nil, // peers are on the node network, never behind the upstream's proxy
+		DialContext: (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		// No ResponseHeaderTimeout: heartbeats (102) do not reset it; each
+		// request has its own patience timer instead (do).
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
 	}
 	return &Fetcher{
-		c: c, keys: keys, m: m, bytesIn: m.Bytes.WithLabelValues("in"), tr: tr, client: &http.Client{Transport: tr},
+		c: c, keys: keys, m: m, opts: opts, bytesIn: m.Bytes.WithLabelValues("in"), tr: tr, client: &http.Client{Transport: tr},
 		log: log, now: time.Now, maxTrys: maxPeerTries, failed: map[string]time.Time{},
 	}
 }
@@ -108,7 +149,9 @@ func (f *Fetcher) ServedBy(member string) int64 {
 	return 0
 }
 
-// Wrap returns a source that tries the owners of a digest before up.
+// Wrap returns a source that tries the owners of a digest, then the members
+// that may hold it, before up. up must take its own turns (fetch.Pool's
+// Limit): the returned source takes peer turns for peers and none itself.
 func (f *Fetcher) Wrap(up fetch.Source) fetch.Source { return source{f, up} }
 
 type source struct {
@@ -116,60 +159,107 @@ type source struct {
 	up fetch.Source
 }
 
-// Open asks the owners in order, stopping at this node (an owner goes to
-// the upstream itself), then the upstream. The fill calls Open again with
-// the offset reached after a broken transfer; the peer that broke is
-// remembered and skipped, so the resume goes to the next source.
+// TakesTurns: peer transfers take peer turns, up takes upstream ones.
+func (source) TakesTurns() {}
+
+// Open asks the peers in plan order, then the upstream. The fill calls Open
+// again with the offset reached after a broken transfer; the peer that
+// broke is remembered and skipped, so the resume goes to the next source.
 func (s source) Open(ctx context.Context, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
 	f := s.f
-	for _, o := range f.candidates(req) {
-		body, meta, err := f.open(ctx, o, req, offset)
+	for _, t := range f.plan(req) {
+		body, meta, err := f.openLimited(ctx, t, req, offset)
 		if err == nil {
 			return body, meta, nil
 		}
 		if ctx.Err() != nil {
 			return nil, fetch.Meta{}, err
 		}
-		f.failed1(ctx, req, o, err)
+		f.failed1(ctx, req, t, err)
 	}
 	return s.up.Open(ctx, req, offset)
 }
 
-// candidates are the peers to ask for req, in order: the owners before
-// this node (an owner goes to the upstream itself), without those that
-// failed for this digest lately, at most maxTrys.
-func (f *Fetcher) candidates(req fetch.Request) []Member {
-	var out []Member
-	for _, o := range f.c.Owners(req.Digest.String()) {
-		if o.Name == f.c.Name() || len(out) == f.maxTrys {
-			break
+func (f *Fetcher) openLimited(ctx context.Context, t try, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
+	if f.opts.Peers == nil {
+		return f.open(ctx, t, req, offset)
+	}
+	return f.opts.Peers.Limit(fetch.SourceFunc(func(ctx context.Context, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
+		return f.open(ctx, t, req, offset)
+	})).Open(ctx, req, offset)
+}
+
+// try is one peer to ask: an owner asked to serve the blob (fetching it if
+// it must), or, with held, a member asked only whether it holds it.
+type try struct {
+	Member
+	held bool
+}
+
+// plan lists the peers to ask for req, in order:
+//   - the owners before this node (an owner goes to the upstream itself),
+//     at most maxTrys, never for a request that came from a peer (it is
+//     never forwarded twice);
+//   - then the next members after this node, at most maxProbes, asked only
+//     whether they hold the blob: after a join the former owner is second
+//     in the order, after an owner's restart the nodes that fetched while
+//     it was gone are, and they still hold what they fetched.
+//
+// Members that failed for this digest lately, or are unreachable, and the
+// member that asked, are left out.
+func (f *Fetcher) plan(req fetch.Request) []try {
+	owners := f.c.Owners(req.Digest.String())
+	self := f.c.Name()
+	var out []try
+	i := 0
+	for n := 0; i < len(owners) && owners[i].Name != self; i++ {
+		if req.From == "" && n < f.maxTrys && !f.skipped(req, owners[i].Name) {
+			out = append(out, try{Member: owners[i]})
+			n++
 		}
-		if !f.skipped(req, o.Name) {
-			out = append(out, o)
+	}
+	for i, n := i+1, 0; i < len(owners) && n < maxProbes; i++ {
+		if o := owners[i]; o.Name != req.From && !f.skipped(req, o.Name) {
+			out = append(out, try{Member: o, held: true})
+			n++
 		}
 	}
 	return out
 }
 
-// failed1 counts, logs and remembers a peer request that failed before its body.
-func (f *Fetcher) failed1(ctx context.Context, req fetch.Request, o Member, err error) {
+// failed1 counts, logs and remembers a peer request that failed before its
+// body. What is remembered depends on what failed: the peer (for every
+// digest when it cannot be reached or refuses the cluster token), the
+// peer for this digest (silence, errors, wrong bytes), or nothing when the
+// answer is about the request (a refusal relayed from the upstream, a
+// member that does not hold the blob).
+func (f *Fetcher) failed1(ctx context.Context, req fetch.Request, t try, err error) {
 	reason := "error"
 	var pe *errPeer
 	if errors.As(err, &pe) {
 		reason = pe.reason
 	}
+	if t.held && reason == "not_found" {
+		reason = "not_held"
+	}
 	f.m.Fallbacks.WithLabelValues(reason).Inc()
 	f.m.Requests.WithLabelValues("client", reason).Inc()
+	level := slog.LevelWarn
 	switch reason {
 	case "corrupt":
-		f.remember(req, o.Name, corruptMemory)
-	case "connect", "timeout":
-		f.remember(fetch.Request{}, o.Name, unreachableMemory)
+		f.remember(req, t.Name, corruptMemory)
+	case "connect":
+		f.remember(fetch.Request{}, t.Name, unreachableMemory)
+	case "denied":
+		f.remember(fetch.Request{}, t.Name, failMemory)
+		level = slog.LevelError
+	case "refused", "not_found", "not_held":
+		level = slog.LevelDebug
 	default:
-		f.remember(req, o.Name, failMemory)
+		f.remember(req, t.Name, failMemory)
 	}
-	f.log.LogAttrs(ctx, slog.LevelWarn, "peer failed; trying the next source", slog.String("digest", req.Digest.String()),
-		slog.String("peer", o.Name), slog.String("error", err.Error()))
+	f.log.LogAttrs(ctx, level, "peer failed; trying the next source", slog.String("digest", req.Digest.String()),
+		slog.String("peer", t.Name), slog.Bool("held_only", t.held), slog.String("reason", reason), slog.String("error", err.Error()))
 }
 
 // ErrNoPeer means no peer had the content: this node comes first among
@@ -179,13 +269,14 @@ var ErrNoPeer = errors.New("cluster: no peer to ask")
 // maxManifestBytes caps a manifest read from a peer (as from an upstream).
 const maxManifestBytes = 8 << 20
 
-// Manifest gets a manifest by digest from its owners, so that a manifest,
-// too, is fetched from the upstream once per cluster (Docker Hub counts
-// manifest GETs as pulls). It returns the body and media type, unverified:
-// the caller checks the digest. ErrNoPeer: ask the upstream.
+// Manifest gets a manifest by digest from its owners (or a member holding
+// it), so that a manifest, too, is fetched from the upstream once per
+// cluster (Docker Hub counts manifest GETs as pulls). It returns the body
+// and media type, unverified: the caller checks the digest. ErrNoPeer: ask
+// the upstream.
 func (f *Fetcher) Manifest(ctx context.Context, req fetch.Request, accept string) ([]byte, string, error) {
-	for _, o := range f.candidates(req) {
-		body, mt, err := f.manifest(ctx, o, req, accept)
+	for _, t := range f.plan(req) {
+		body, mt, err := f.manifest(ctx, t, req, accept)
 		if err == nil {
 			f.m.Requests.WithLabelValues("client", "ok").Inc()
 			return body, mt, nil
@@ -193,34 +284,27 @@ func (f *Fetcher) Manifest(ctx context.Context, req fetch.Request, accept string
 		if ctx.Err() != nil {
 			return nil, "", err
 		}
-		f.failed1(ctx, req, o, err)
+		f.failed1(ctx, req, t, err)
 	}
 	return nil, "", ErrNoPeer
 }
 
-func (f *Fetcher) manifest(ctx context.Context, o Member, req fetch.Request, accept string) ([]byte, string, error) {
-	if o.URL == "" {
-		return nil, "", &errPeer{"no_url", errors.New("peer advertises no URL")}
-	}
-	ctx, cancel := context.WithTimeout(ctx, firstByteTimeout+idleTimeout)
-	defer cancel()
-	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, f.peerURL(o, "manifests", req), nil)
+func (f *Fetcher) manifest(ctx context.Context, t try, req fetch.Request, accept string) ([]byte, string, error) {
+	resp, stop, err := f.do(ctx, http.MethodGet, "manifests", t, req, func(hr *http.Request) {
+		if accept != "" {
+			hr.Header.Set("Accept", accept)
+		}
+	})
 	if err != nil {
-		return nil, "", &errPeer{"bad_url", err}
+		return nil, "", err
 	}
-	if accept != "" {
-		hr.Header.Set("Accept", accept)
-	}
-	f.keys.Authorize(hr, req.Digest.String(), f.now())
-	setUpstreamToken(hr, req)
-	resp, err := f.client.Do(hr)
-	if err != nil {
-		return nil, "", &errPeer{"connect", err}
-	}
+	defer stop()
 	defer resp.Body.Close()
 	if _, err := checkResponse(resp, req, 0); err != nil {
 		return nil, "", err
 	}
+	idle := time.AfterFunc(f.opts.BodyIdle, stop)
+	defer idle.Stop()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
 	if err != nil {
 		return nil, "", &errPeer{"midstream", err}
@@ -229,17 +313,48 @@ func (f *Fetcher) manifest(ctx context.Context, o Member, req fetch.Request, acc
 		return nil, "", &errPeer{"too_large", fmt.Errorf("manifest over %d bytes", maxManifestBytes)}
 	}
 	if req.Digest.Algorithm().FromBytes(body) != req.Digest {
-		return nil, "", &errPeer{"corrupt", fmt.Errorf("%w: peer %s sent a manifest that does not hash to %s", fetch.ErrVerify, o.Name, req.Digest)}
+		return nil, "", &errPeer{"corrupt", fmt.Errorf("%w: peer %s sent a manifest that does not hash to %s", fetch.ErrVerify, t.Name, req.Digest)}
 	}
 	return body, resp.Header.Get("Content-Type"), nil
 }
 
-func (f *Fetcher) peerURL(o Member, kind string, req fetch.Request) string {
-	q := url.Values{"registry": {req.Registry}, "repository": {req.Repository}}
+// Head asks the owners of a blob this node lacks for its size and type, so
+// that a HEAD (crane and skopeo send one before each GET) reaches the
+// upstream once per cluster at most, not once per node. ErrNoPeer: ask the
+// upstream.
+func (f *Fetcher) Head(ctx context.Context, req fetch.Request) (fetch.Meta, error) {
+	for _, t := range f.plan(req) {
+		if t.held {
+			break // a HEAD is cheap upstream; members are not probed for it
+		}
+		resp, stop, err := f.do(ctx, http.MethodHead, "blobs", t, req, nil)
+		if err == nil {
+			var meta fetch.Meta
+			meta, err = checkResponse(resp, req, 0)
+			_ = resp.Body.Close()
+			stop()
+			if err == nil {
+				f.m.Requests.WithLabelValues("client", "ok").Inc()
+				return meta, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return fetch.Meta{}, err
+		}
+		f.failed1(ctx, req, t, err)
+	}
+	return fetch.Meta{}, ErrNoPeer
+}
+
+func (f *Fetcher) peerURL(t try, kind string, req fetch.Request) string {
+	q := url.Values{"registry": {req.Registry}, "repository": {req.Repository}, "from": {f.c.Name()}}
 	if req.Verified {
 		q.Set("verified", "1") // the asking node checked its client (private content)
 	}
-	return strings.TrimSuffix(o.URL, "/") + PeerPath + kind + "/" + req.Digest.String() + "?" + q.Encode()
+	if t.held {
+		q.Set("held", "1") // serve it only if stored: fetch nothing, ask no one
+	}
+	return strings.TrimSuffix(t.URL, "/") + PeerPath + kind + "/" + req.Digest.String() + "?" + q.Encode()
 }
 
 // UpstreamTokenHeader carries a verified client's short-lived upstream token
@@ -274,44 +389,84 @@ func (f *Fetcher) remember(req fetch.Request, member string, d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.now()
-	if len(f.failed) > 4096 {
+	if len(f.failed) >= maxFailMemories {
 		for k, until := range f.failed {
 			if now.After(until) {
 				delete(f.failed, k)
 			}
 		}
 	}
+	if len(f.failed) >= maxFailMemories {
+		// Still full of live entries: forget an arbitrary one (map order).
+		for k := range f.failed {
+			delete(f.failed, k)
+			break
+		}
+	}
 	f.failed[failKey(req, member)] = now.Add(d)
 }
 
-// open GETs the blob from one peer from offset on and checks the response.
-func (f *Fetcher) open(ctx context.Context, o Member, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
-	if o.URL == "" {
-		return nil, fetch.Meta{}, &errPeer{"no_url", errors.New("peer advertises no URL")}
+// do sends one peer request and waits for its response headers for as long
+// as the peer keeps saying it is working on it (102 heartbeats), at most
+// HeaderPatience of silence. On success the caller closes the body, then
+// calls stop (which also cancels the request: the body's idle timer uses it).
+func (f *Fetcher) do(ctx context.Context, method, kind string, t try, req fetch.Request, edit func(*http.Request)) (*http.Response, context.CancelFunc, error) {
+	if t.URL == "" {
+		return nil, nil, &errPeer{"no_url", errors.New("peer advertises no URL")}
 	}
-	u := f.peerURL(o, "blobs", req)
 	rctx, cancel := context.WithCancel(ctx)
-	hr, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
+	var silent atomic.Bool
+	patience := time.AfterFunc(f.opts.HeaderPatience, func() { silent.Store(true); cancel() })
+	rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{
+		Got1xxResponse: func(int, textproto.MIMEHeader) error {
+			patience.Reset(f.opts.HeaderPatience)
+			return nil
+		},
+	})
+	hr, err := http.NewRequestWithContext(rctx, method, f.peerURL(t, kind, req), nil)
 	if err != nil {
+		patience.Stop()
 		cancel()
-		return nil, fetch.Meta{}, &errPeer{"bad_url", err}
+		return nil, nil, &errPeer{"bad_url", err}
 	}
-	if offset > 0 {
-		hr.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	if edit != nil {
+		edit(hr)
 	}
 	f.keys.Authorize(hr, req.Digest.String(), f.now())
 	setUpstreamToken(hr, req)
-	start := time.Now()
 	resp, err := f.client.Do(hr)
+	stopped := patience.Stop()
+	if err == nil && !stopped && silent.Load() {
+		// The patience ran out as the answer arrived: the request is
+		// cancelled already.
+		_ = resp.Body.Close()
+		err = context.Canceled
+	}
 	if err != nil {
 		cancel()
-		reason := "connect"
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			reason = "timeout"
+		var op *net.OpError
+		switch {
+		case silent.Load():
+			return nil, nil, &errPeer{"timeout", fmt.Errorf("no answer and no heartbeat for %s: %w", f.opts.HeaderPatience, err)}
+		case errors.As(err, &op) && op.Op == "dial":
+			return nil, nil, &errPeer{"connect", err}
 		}
-		return nil, fetch.Meta{}, &errPeer{reason, err}
+		return nil, nil, &errPeer{"error", err}
 	}
+	return resp, cancel, nil
+}
+
+// open GETs the blob from one peer from offset on and checks the response.
+func (f *Fetcher) open(ctx context.Context, t try, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
+	resp, cancel, err := f.do(ctx, http.MethodGet, "blobs", t, req, func(hr *http.Request) {
+		if offset > 0 {
+			hr.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+		}
+	})
+	if err != nil {
+		return nil, fetch.Meta{}, err
+	}
+	start := time.Now()
 	meta, err := checkResponse(resp, req, offset)
 	if err != nil {
 		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
@@ -319,11 +474,11 @@ func (f *Fetcher) open(ctx context.Context, o Member, req fetch.Request, offset 
 		cancel()
 		return nil, fetch.Meta{}, err
 	}
-	b := &peerBody{f: f, req: req, member: o.Name, body: resp.Body, cancel: cancel, start: start, size: meta.Size}
-	if v, ok := f.served.Load(o.Name); ok {
+	b := &peerBody{f: f, req: req, member: t.Name, body: resp.Body, cancel: cancel, start: start, size: meta.Size}
+	if v, ok := f.served.Load(t.Name); ok {
 		b.counter = v.(*atomic.Int64)
 	} else {
-		v, _ := f.served.LoadOrStore(o.Name, new(atomic.Int64))
+		v, _ := f.served.LoadOrStore(t.Name, new(atomic.Int64))
 		b.counter = v.(*atomic.Int64)
 	}
 	if offset == 0 {
@@ -332,17 +487,25 @@ func (f *Fetcher) open(ctx context.Context, o Member, req fetch.Request, offset 
 		// to blame and skip next time.
 		b.hash = req.Digest.Algorithm().Hash()
 	}
-	b.idle = time.AfterFunc(idleTimeout, cancel)
+	b.idle = time.AfterFunc(f.opts.BodyIdle, cancel)
 	return b, meta, nil
 }
 
 // checkResponse accepts 200 for offset 0 and 206 from offset for a resume.
+// A 401 or 403 is about the cluster secrets only when the peer says its
+// token was refused (PeerErrorHeader, or the peer token challenge);
+// otherwise the peer relays its upstream's or its access rules' answer.
 func checkResponse(resp *http.Response, req fetch.Request, offset int64) (fetch.Meta, error) {
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		return fetch.Meta{}, &errPeer{"not_found", fmt.Errorf("peer answered %s", resp.Status)}
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		return fetch.Meta{}, &errPeer{"denied", fmt.Errorf("peer answered %s (cluster secrets differ?)", resp.Status)}
+		if resp.Header.Get(PeerErrorHeader) == "token" || strings.HasPrefix(resp.Header.Get("Www-Authenticate"), "Berth-Peer") {
+			return fetch.Meta{}, &errPeer{"denied", fmt.Errorf("peer refused this node's token: %s (cluster secrets differ?)", resp.Status)}
+		}
+		return fetch.Meta{}, &errPeer{"refused", fmt.Errorf("peer relayed %s", resp.Status)}
+	case resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests:
+		return fetch.Meta{}, &errPeer{"busy", fmt.Errorf("peer answered %s", resp.Status)}
 	case offset == 0 && resp.StatusCode != http.StatusOK, offset > 0 && resp.StatusCode != http.StatusPartialContent:
 		return fetch.Meta{}, &errPeer{"status", fmt.Errorf("peer answered %s", resp.Status)}
 	}
@@ -408,7 +571,7 @@ type peerBody struct {
 func (b *peerBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	if n > 0 {
-		b.idle.Reset(idleTimeout)
+		b.idle.Reset(b.f.opts.BodyIdle)
 		if !b.first {
 			b.first = true
 			b.f.m.FirstByte.Observe(time.Since(b.start).Seconds())

@@ -68,7 +68,13 @@ type fakePeer struct {
 	status    int
 	mu        sync.Mutex
 	seen      []string // Range headers
+	queries   []string // raw queries
 	authError error
+	// held: answers 404 to a held-only probe (it holds nothing).
+	held bool
+	// heartbeats 102 answers, beat apart, before the real one.
+	heartbeats int
+	beat       time.Duration
 }
 
 func newPeer(t *testing.T, blob []byte, keys Keys, opts ...func(*fakePeer)) *fakePeer {
@@ -86,11 +92,23 @@ func (p *fakePeer) serve(w http.ResponseWriter, r *http.Request) {
 	err := p.keys.Verify(r, dg, time.Now())
 	p.mu.Lock()
 	p.seen = append(p.seen, r.Header.Get("Range"))
+	p.queries = append(p.queries, r.URL.RawQuery)
 	p.authError = err
 	p.mu.Unlock()
 	if err != nil {
+		w.Header().Set(PeerErrorHeader, "token") // as registry.Peer answers
 		http.Error(w, err.Error(), http.StatusForbidden)
 		return
+	}
+	if p.held && r.URL.Query().Get("held") == "1" {
+		http.Error(w, "not held", http.StatusNotFound)
+		return
+	}
+	if p.heartbeats > 0 {
+		for range p.heartbeats {
+			w.WriteHeader(http.StatusProcessing)
+			time.Sleep(p.beat)
+		}
 	}
 	if p.status != 0 {
 		http.Error(w, "no", p.status)
@@ -118,7 +136,7 @@ func (p *fakePeer) serve(w http.ResponseWriter, r *http.Request) {
 
 func newTestFetcher(mem Membership, keys Keys) (*Fetcher, *Metrics) {
 	m := NewMetrics()
-	return NewFetcher(mem, keys, m, nil), m
+	return NewFetcher(mem, keys, m, nil, FetcherOptions{}), m
 }
 
 func readAll(t *testing.T, src fetch.Source, req fetch.Request) ([]byte, error) {
@@ -143,9 +161,15 @@ func TestSourceOrder(t *testing.T) {
 		upstream  int
 		fallbacks map[string]float64
 	}{
-		{"this node owns it: upstream", func(g, _ *fakePeer) []Member {
+		{"this node owns it, the next members lack it: upstream", func(_, m *fakePeer) []Member {
+			return []Member{member("me", "http://unused"), member("m", m.URL)}
+		}, false, 1, map[string]float64{"not_held": 1}},
+		{"this node owns it, the next member holds it: handover", func(g, _ *fakePeer) []Member {
 			return []Member{member("me", "http://unused"), member("g", g.URL)}
-		}, false, 1, nil},
+		}, true, 0, nil},
+		{"this node owns it, at most two members probed", func(g, m *fakePeer) []Member {
+			return []Member{member("me", "http://unused"), member("m1", m.URL), member("m2", m.URL), member("g", g.URL)}
+		}, false, 1, map[string]float64{"not_held": 2}},
 		{"first owner serves", func(g, _ *fakePeer) []Member {
 			return []Member{member("g", g.URL), member("me", "")}
 		}, true, 0, nil},
@@ -382,7 +406,8 @@ func TestManifestFromPeer(t *testing.T) {
 		corrupt float64
 	}{
 		{"owner serves", []Member{member("g", good.URL), member("me", "")}, nil, good, 0},
-		{"this node first: no peer", []Member{member("me", ""), member("g", good.URL)}, ErrNoPeer, nil, 0},
+		{"this node first, the next member holds it", []Member{member("me", ""), member("g", good.URL)}, nil, good, 0},
+		{"this node alone: no peer", []Member{member("me", "")}, ErrNoPeer, nil, 0},
 		{"corrupt peer: no peer", []Member{member("bad", bad.URL), member("me", "")}, ErrNoPeer, bad, 1},
 		{"corrupt, then the next owner", []Member{member("bad", bad.URL), member("g", good.URL), member("me", "")}, nil, good, 1},
 	}

@@ -49,6 +49,11 @@ type Request struct {
 	// client's credentials: a peer owner fetches with it (never with the
 	// client's password). Secret: never logged.
 	UpstreamToken string
+	// From names the cluster member that asked this node for the blob
+	// (the peer API), "" for a client of this node. A peer's request is
+	// never forwarded to another owner: this node asks others only whether
+	// they already hold the blob, then the upstream.
+	From string
 }
 
 // sameRepository reports whether a and b ask through the same repository,

@@ -46,6 +46,9 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 		if !store.IsNotFound(err) {
 			return err
 		}
+		if req.heldOnly {
+			return newError(http.StatusNotFound, CodeBlobUnknown, "blob %s is not held by this node", dg)
+		}
 		if r.Method == http.MethodHead {
 			return h.headBlobUpstream(w, r, req, dg)
 		}
@@ -56,7 +59,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 			src = h.opts.Source(src)
 		}
 		rd, joined, err := h.opts.Fetcher.Get(r.Context(), fetch.Request{
-			Verified: req.private, UpstreamToken: req.token,
+			Verified: req.private, UpstreamToken: req.token, From: req.from,
 			Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository,
 		}, src)
 		if err != nil {
@@ -189,10 +192,14 @@ func (h *Handler) logOverload() {
 // for a few fills to finish, short against a pull's patience.
 const retryAfterSeconds = "2"
 
-// headBlobUpstream answers HEAD for a blob not in the store by asking the
-// upstream, without fetching the blob.
+// headBlobUpstream answers HEAD for a blob not in the store by asking its
+// owner in a cluster (which may hold it), else the upstream, without
+// fetching the blob.
 func (h *Handler) headBlobUpstream(w http.ResponseWriter, r *http.Request, req *request, dg digest.Digest) error {
-	d, err := req.client.HeadBlob(r.Context(), req.target.Repository, dg)
+	d, err := h.headFromPeer(r.Context(), req, dg)
+	if err != nil {
+		d, err = req.client.HeadBlob(r.Context(), req.target.Repository, dg)
+	}
 	if err != nil {
 		h.countFailure(r.Context(), req.target, err)
 		return upstreamError(req.target, err, CodeBlobUnknown)
@@ -207,6 +214,19 @@ func (h *Handler) headBlobUpstream(w http.ResponseWriter, r *http.Request, req *
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+// headFromPeer asks the cluster for a blob's size and type (Options.PeerHead).
+func (h *Handler) headFromPeer(ctx context.Context, req *request, dg digest.Digest) (upstream.Descriptor, error) {
+	if h.opts.PeerHead == nil {
+		return upstream.Descriptor{}, errors.New("no cluster")
+	}
+	meta, err := h.opts.PeerHead(ctx, fetch.Request{Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository,
+		Verified: req.private, UpstreamToken: req.token, From: req.from})
+	if err != nil {
+		return upstream.Descriptor{}, err
+	}
+	return upstream.Descriptor{Digest: dg, Size: meta.Size, MediaType: meta.MediaType}, nil
 }
 
 func blobMediaType(mt string) string {

@@ -95,6 +95,9 @@ func checkManifestAnswer(t *testing.T, rec *httptest.ResponseRecorder, content [
 	// if it is a JSON object that declares that type or none.
 	declared, typeErr := declaredType(content)
 	acceptable := typeErr == nil && (declared == "" || declared == ociManifest)
+	if kind == 0 && size > max && rec.Code != http.StatusNotFound {
+		t.Fatalf("a stored %d-byte blob asked as a manifest (cap %d): %d, want 404 without asking the upstream", size, max, rec.Code)
+	}
 	switch rec.Code {
 	case http.StatusOK:
 		if !bytes.Equal(rec.Body.Bytes(), content) || rec.Header().Get("Docker-Content-Digest") != digest.FromBytes(content).String() {
@@ -110,7 +113,9 @@ func checkManifestAnswer(t *testing.T, rec *httptest.ResponseRecorder, content [
 		if kind == 1 && size <= max {
 			t.Fatalf("a stored manifest within the cap was not served")
 		}
-		if mode != 0 {
+		// A stored blob over the cap is no manifest here whatever the
+		// upstream says: its bytes (its digest) are over the cap anywhere.
+		if mode != 0 && (kind != 0 || size <= max) {
 			t.Fatalf("404 although the upstream serves it")
 		}
 		if !strings.Contains(rec.Body.String(), CodeManifestUnknown) {

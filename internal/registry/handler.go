@@ -53,6 +53,9 @@ type Options struct {
 	// PeerManifest, if set, gets a manifest by digest from the cluster before
 	// the upstream; any error means: ask the upstream.
 	PeerManifest func(ctx context.Context, req fetch.Request, accept string) (body []byte, mediaType string, err error)
+	// PeerHead, if set, answers a HEAD of a blob missing here from the
+	// cluster before the upstream; any error means: ask the upstream.
+	PeerHead func(ctx context.Context, req fetch.Request) (fetch.Meta, error)
 	// Manifests, if set, coalesces manifest fetches across handlers over the
 	// same store (the /v2/ and peer APIs of one node).
 	Manifests *singleflight.Group
@@ -127,6 +130,10 @@ type request struct {
 	// peer: asked over the peer API, whose rules (peerAllowed) apply;
 	// verifiedPeer: the asking node checked its client.
 	peer, verifiedPeer bool
+	// from names the member that asked (peer API); heldOnly: it asks only
+	// whether this node holds the content (answered from the store alone).
+	from     string
+	heldOnly bool
 }
 
 // ServeHTTP implements the pull API.

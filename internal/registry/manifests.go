@@ -64,11 +64,23 @@ func (h *Handler) maxManifestBytes() int64 {
 // It reports a miss (false, nil) for anything the upstream must answer: not
 // stored, stored as a blob (a layer's digest asked as a manifest is never
 // read into memory), over the cap, or with no type known for this repository.
+//
+// A blob stored larger than the cap cannot be a manifest this node would
+// serve: that is a 404 at once. Asking the upstream would make it read the
+// whole layer (docker-registry answers 500 for a 128 MiB layer there, and
+// each retry reads it again).
 func (h *Handler) cachedManifest(req *request, dg digest.Digest) (manifest, bool, error) {
-	body, info, err := h.opts.Store.ReadManifest(req.target.String(), dg, h.maxManifestBytes())
+	max := h.maxManifestBytes()
+	body, info, err := h.opts.Store.ReadManifest(req.target.String(), dg, max)
 	switch {
 	case err == nil:
 		return manifest{body, info}, true, nil
+	case errors.Is(err, store.ErrNotManifest):
+		if bi, serr := h.opts.Store.Stat(dg); serr == nil && bi.Size > max {
+			return manifest{}, false, newError(http.StatusNotFound, CodeManifestUnknown,
+				"%s is a blob of %d bytes, larger than any manifest served here (%d)", dg, bi.Size, max)
+		}
+		return manifest{}, false, nil
 	case store.IsNotFound(err), errors.Is(err, store.ErrTooLarge):
 		return manifest{}, false, nil
 	default:
@@ -87,6 +99,9 @@ func (h *Handler) manifestByDigest(ctx context.Context, req *request, dg digest.
 		}
 		h.m.Cache.WithLabelValues("manifest", "hit").Inc()
 		return m, nil
+	}
+	if req.heldOnly {
+		return manifest{}, newError(http.StatusNotFound, CodeManifestUnknown, "manifest %s is not held by this node", dg)
 	}
 	h.m.Cache.WithLabelValues("manifest", "miss").Inc()
 	m, err = h.fetchByDigest(ctx, req, dg)

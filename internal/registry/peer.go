@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -22,8 +25,22 @@ const PeerPrefix = "/peer/v1/"
 // other Verify error is a refusal (403).
 var ErrNoCredentials = errors.New("registry: peer request without credentials")
 
+// PeerErrorHeader marks an answer about the peer request itself ("token":
+// its cluster token was refused), as opposed to an answer relayed from the
+// upstream or the access rules: only the former says the cluster secrets
+// differ (the cluster package reads it under the same name).
+const PeerErrorHeader = "Berth-Peer-Error"
+
+// defaultHeartbeat is how often a peer request that has no answer yet gets
+// a "102 Processing": the asking node waits as long as they come.
+const defaultHeartbeat = 2 * time.Second
+
 // PeerOptions configure the peer API.
 type PeerOptions struct {
+	// Heartbeat is how often "102 Processing" is sent while an answer is
+	// not ready (the fill waits for a turn or for the upstream), so that the
+	// asking node tells a busy owner from a dead one (default 2s).
+	Heartbeat time.Duration
 	// Verify checks a peer request's token for the digest it names, before
 	// anything else is done (nil: peer requests are not authenticated).
 	Verify func(r *http.Request, digest string) error
@@ -32,26 +49,33 @@ type PeerOptions struct {
 }
 
 // Peer serves the peer API: GET/HEAD of /peer/v1/blobs/<digest> and
-// /peer/v1/manifests/<digest>?registry=…&repository=…, from the store or
-// from this node's own coalesced upstream fill, which it streams while it
-// runs, exactly as /v2/ does. It never asks another peer: a node asked by
-// a peer is the owner, and the chain ends there.
+// /peer/v1/manifests/<digest>?registry=…&repository=…&from=<member>, from
+// the store or from this node's own coalesced fill, which it streams while
+// it runs, exactly as /v2/ does. The fill's source sees the request came
+// from a peer (fetch.Request.From): it asks other members only whether they
+// hold the content, never to fetch it, so a request is forwarded once at
+// most. With held=1 only the store answers: nothing is fetched.
 type Peer struct {
 	h    *Handler
 	opts PeerOptions
 }
 
 // NewPeer returns the peer API over the same store, fetcher and upstreams
-// as the /v2/ handler. opts.Source and opts.PeerManifest are ignored:
-// content comes from the upstream.
+// as the /v2/ handler. opts.PeerHead is ignored: a peer's HEAD is answered
+// here or by the upstream.
 func NewPeer(opts Options, popts PeerOptions) *Peer {
-	opts.Source, opts.PeerManifest = nil, nil
+	opts.PeerHead = nil
+	if popts.Heartbeat <= 0 {
+		popts.Heartbeat = defaultHeartbeat
+	}
 	return &Peer{h: New(opts), opts: popts}
 }
 
 // ServeHTTP implements the peer API.
 func (p *Peer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := &recorder{ResponseWriter: w}
+	hb := startHeartbeat(w, p.opts.Heartbeat)
+	defer hb.end()
+	rec := &recorder{ResponseWriter: hb}
 	err := p.serve(rec, r)
 	result := "ok"
 	if err != nil {
@@ -99,10 +123,12 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 		if err := p.opts.Verify(r, ref); err != nil {
 			if errors.Is(err, ErrNoCredentials) {
 				e := newError(http.StatusUnauthorized, CodeUnauthorized, "peer request without a token")
-				e.Header = http.Header{"Www-Authenticate": {"Berth-Peer"}}
+				e.Header = http.Header{"Www-Authenticate": {"Berth-Peer"}, PeerErrorHeader: {"token"}}
 				return e
 			}
-			return newError(http.StatusForbidden, CodeDenied, "peer token refused: %v", err)
+			e := newError(http.StatusForbidden, CodeDenied, "peer token refused: %v", err)
+			e.Header = http.Header{PeerErrorHeader: {"token"}}
+			return e
 		}
 	}
 	dg, err := digest.Parse(ref)
@@ -128,6 +154,11 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	// only with tokens: without a cluster secret anyone could claim it).
 	verified := p.opts.Verify != nil && q.Get("verified") == "1"
 	req.peer, req.verifiedPeer = true, verified
+	req.heldOnly = q.Get("held") == "1"
+	// An older node names no member: the request is still a peer's.
+	if req.from = q.Get("from"); req.from == "" {
+		req.from = "peer"
+	}
 	if err := p.h.peerAllowed(r.Context(), req, verified); err != nil {
 		return err
 	}
@@ -151,7 +182,8 @@ func (h *Handler) manifestFromPeer(ctx context.Context, req *request, ref string
 	if err != nil {
 		return manifest{}, false
 	}
-	body, mt, err := h.opts.PeerManifest(ctx, fetch.Request{Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository, Verified: req.private, UpstreamToken: req.token}, "")
+	body, mt, err := h.opts.PeerManifest(ctx, fetch.Request{Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository,
+		Verified: req.private, UpstreamToken: req.token, From: req.from}, "")
 	if err != nil {
 		return manifest{}, false
 	}
@@ -171,3 +203,90 @@ func (h *Handler) manifestFromPeer(ctx context.Context, req *request, ref string
 	}
 	return manifest{body, info}, true
 }
+
+// heartbeatWriter sends "102 Processing" every interval until the handler
+// starts its answer. The handler's headers are kept apart until then: a 1xx
+// response carries the writer's current headers, and the handler sets them
+// from its own goroutine.
+type heartbeatWriter struct {
+	w      http.ResponseWriter
+	every  time.Duration
+	header http.Header
+	mu     sync.Mutex
+	done   bool // the answer has begun (or the request ended): no more beats
+	timer  *time.Timer
+}
+
+func startHeartbeat(w http.ResponseWriter, every time.Duration) *heartbeatWriter {
+	hb := &heartbeatWriter{w: w, every: every, header: http.Header{}}
+	hb.mu.Lock()
+	hb.timer = time.AfterFunc(every, hb.beat)
+	hb.mu.Unlock()
+	return hb
+}
+
+func (hb *heartbeatWriter) beat() {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	if hb.done {
+		return
+	}
+	hb.w.WriteHeader(http.StatusProcessing) // net/http sends and flushes a 1xx at once
+	hb.timer.Reset(hb.every)
+}
+
+// answer stops the beats and hands the handler's headers to the connection.
+func (hb *heartbeatWriter) answer() {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	if hb.done {
+		return
+	}
+	hb.done = true
+	hb.timer.Stop()
+	dst := hb.w.Header()
+	for k, v := range hb.header {
+		dst[k] = v
+	}
+}
+
+// end stops the beats when the handler returns; a beat waiting for the
+// lock then sees done and leaves the connection alone.
+func (hb *heartbeatWriter) end() { hb.answer() }
+
+func (hb *heartbeatWriter) Header() http.Header {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	if hb.done {
+		return hb.w.Header()
+	}
+	return hb.header
+}
+
+func (hb *heartbeatWriter) WriteHeader(code int) {
+	hb.answer()
+	hb.w.WriteHeader(code)
+}
+
+func (hb *heartbeatWriter) Write(p []byte) (int, error) {
+	hb.answer()
+	return hb.w.Write(p)
+}
+
+// ReadFrom keeps sendfile (see recorder.ReadFrom).
+func (hb *heartbeatWriter) ReadFrom(src io.Reader) (int64, error) {
+	hb.answer()
+	if rf, ok := hb.w.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(writerOnly{hb.w}, src)
+}
+
+// Flush begins the answer: http.ResponseController finds it before Unwrap.
+func (hb *heartbeatWriter) Flush() {
+	hb.answer()
+	_ = http.NewResponseController(hb.w).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection's deadlines.
+func (hb *heartbeatWriter) Unwrap() http.ResponseWriter { return hb.w }

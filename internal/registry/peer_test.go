@@ -23,9 +23,10 @@ type peerStack struct {
 }
 
 // newPeerStack is the peer API over a stack's store and fetcher. Its
-// Options carry a Source that fails the test if used: the peer API must
-// never ask another peer.
-func newPeerStack(t *testing.T, up *countingUpstream) *peerStack {
+// Options carry a Source that fails the test if a request reaches it not
+// marked as a peer's (fetch.Request.From): the cluster source must never
+// forward a peer's request to another owner.
+func newPeerStack(t *testing.T, up *countingUpstream, popts ...func(*PeerOptions)) *peerStack {
 	t.Helper()
 	s := newStack(t, up, time.Minute)
 	c, err := upstream.New(upstream.Endpoint{Name: "registry.test:5000", URL: up.URL}, upstream.Options{Retries: 1, Backoff: time.Millisecond})
@@ -33,17 +34,16 @@ func newPeerStack(t *testing.T, up *countingUpstream) *peerStack {
 		t.Fatal(err)
 	}
 	ps := &peerStack{stack: s, results: map[string]int{}}
-	recurse := func(fetch.Source) fetch.Source {
-		return fetch.SourceFunc(func(context.Context, fetch.Request, int64) (io.ReadCloser, fetch.Meta, error) {
-			t.Error("the peer API used the peer source")
-			return nil, fetch.Meta{}, errors.New("recursion")
+	markedFromPeer := func(up fetch.Source) fetch.Source {
+		return fetch.SourceFunc(func(ctx context.Context, req fetch.Request, off int64) (io.ReadCloser, fetch.Meta, error) {
+			if req.From == "" {
+				t.Error("a peer's request reached the cluster source unmarked: it would be forwarded to another owner")
+				return nil, fetch.Meta{}, errors.New("recursion")
+			}
+			return up.Open(ctx, req, off)
 		})
 	}
-	p := NewPeer(Options{
-		Store: s.store, Fetcher: s.fetcher, Metrics: s.metrics,
-		Upstreams: upstreamMap{"registry.test:5000": c},
-		Source:    recurse,
-	}, PeerOptions{
+	po := PeerOptions{
 		Verify: func(r *http.Request, dg string) error {
 			ps.verified.Add(1)
 			if r.Header.Get("Authorization") == "" {
@@ -55,7 +55,15 @@ func newPeerStack(t *testing.T, up *countingUpstream) *peerStack {
 			return nil
 		},
 		Served: func(result string, _ int64) { ps.results[result]++ },
-	})
+	}
+	for _, o := range popts {
+		o(&po)
+	}
+	p := NewPeer(Options{
+		Store: s.store, Fetcher: s.fetcher, Metrics: s.metrics,
+		Upstreams: upstreamMap{"registry.test:5000": c},
+		Source:    markedFromPeer,
+	}, po)
 	ps.peer = httptest.NewServer(p)
 	t.Cleanup(ps.peer.Close)
 	return ps

@@ -65,9 +65,17 @@ func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fe
 	primary, extra := cfg.Cluster.Secrets()
 	n := &clusterNode{cfg: cfg.Cluster, url: url, name: name, log: log, keys: cluster.NewKeys(primary, extra...), m: cluster.NewMetrics()}
 	n.bytesOut = n.m.Bytes.WithLabelValues("out")
-	n.fetcher = cluster.NewFetcher(n, n.keys, n.m, log)
+	n.fetcher = cluster.NewFetcher(n, n.keys, n.m, log, cluster.FetcherOptions{
+		Peers: fc.Peers(),
+		// A peer's body may stall as long as its upstream may: the owner
+		// gives up on its upstream (and so ends the body) no later.
+		BodyIdle: cfg.UpstreamTimeout.D(),
+	})
+	// The peer API asks other members only whether they hold what it lacks
+	// (fetch.Request.From): a peer's request is never forwarded twice.
 	n.peer = registry.NewPeer(registry.Options{
 		Store: st, Fetcher: fc, Upstreams: ups, Metrics: m,
+		Source: n.fetcher.Wrap, PeerManifest: n.fetcher.Manifest,
 		DefaultRegistry: cfg.DefaultUpstream,
 		UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
 		MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
@@ -135,6 +143,14 @@ func (n *clusterNode) PeerManifest() func(context.Context, fetch.Request, string
 		return nil
 	}
 	return n.fetcher.Manifest
+}
+
+// PeerHead is the registry's PeerHead hook (nil without a cluster).
+func (n *clusterNode) PeerHead() func(context.Context, fetch.Request) (fetch.Meta, error) {
+	if n == nil {
+		return nil
+	}
+	return n.fetcher.Head
 }
 
 // ServePeer serves r if it is a peer API request and reports whether it did.

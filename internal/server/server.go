@@ -114,6 +114,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 			Logger:           log.With("component", "registry"),
 			Source:           cl.Source(),
 			PeerManifest:     cl.PeerManifest(),
+			PeerHead:         cl.PeerHead(),
 			Manifests:        manifests,
 		})
 	}
