@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -208,4 +209,63 @@ func logTrouble(t *testing.T, nodes ...*node) {
 			t.Logf("node %s (%s): %d warnings/errors, last ones:\n%s", n.Name, n.log, total, strings.Join(lines, "\n"))
 		}
 	})
+}
+
+// peerGate is a TCP proxy in front of a node's peer API (the URL the node
+// advertises to its peers) that holds every connection until it is
+// opened: a test can let fills reach the point where they ask a peer, and
+// only then let the peers see the requests.
+type peerGate struct {
+	ln       net.Listener
+	target   string        // the node's listener; set before open is closed
+	open     chan struct{} // closed by Open
+	done     chan struct{} // closed at cleanup
+	accepted atomic.Int64  // connections accepted (held or passed)
+}
+
+// startPeerGate listens on ip; Open names the node behind it.
+func startPeerGate(t *testing.T, ip string) *peerGate {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &peerGate{ln: ln, open: make(chan struct{}), done: make(chan struct{})}
+	go g.serve()
+	t.Cleanup(func() { close(g.done); _ = ln.Close() })
+	return g
+}
+
+// URL is the peer URL the node behind the gate advertises.
+func (g *peerGate) URL() string { return "http://" + g.ln.Addr().String() }
+
+// Open lets held and new connections through to target.
+func (g *peerGate) Open(target string) {
+	g.target = target
+	close(g.open)
+}
+
+func (g *peerGate) serve() {
+	for {
+		c, err := g.ln.Accept()
+		if err != nil {
+			return
+		}
+		g.accepted.Add(1)
+		go func() {
+			defer c.Close()
+			select {
+			case <-g.open:
+			case <-g.done:
+				return
+			}
+			up, err := net.Dial("tcp", g.target)
+			if err != nil {
+				return
+			}
+			defer up.Close()
+			go func() { _, _ = io.Copy(up, c); _ = up.(*net.TCPConn).CloseWrite() }()
+			_, _ = io.Copy(c, up)
+		}()
+	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -13,20 +14,23 @@ import (
 // blob GETs, of any status, in docker-registry's access log and checks
 // every body's digest.
 
-// startLoadCluster starts n nodes n1…nN on 127.0.0.1…N with the extra
-// serve flags, each joining n1 (and n2), and waits until all see all.
-func startLoadCluster(t *testing.T, upstreamAddr string, n int, args ...string) []*node {
+// startLoadCluster starts n nodes n1…nN on 127.0.0.1…N, each joining n1
+// (and n2), and waits until all see all. args, if not nil, gives node i
+// (from 0) extra serve flags.
+func startLoadCluster(t *testing.T, upstreamAddr string, n int, args func(i int) []string) []*node {
 	t.Helper()
 	var nodes []*node
 	var names, join []string
-	for i := 1; i <= n; i++ {
-		name := fmt.Sprintf("n%d", i)
-		nodes = append(nodes, startNode(t, upstreamAddr, nodeOptions{
-			Name: name, IP: fmt.Sprintf("127.0.0.%d", i), Join: slices.Clone(join), Args: args,
-		}))
+	for i := range n {
+		name := fmt.Sprintf("n%d", i+1)
+		o := nodeOptions{Name: name, IP: fmt.Sprintf("127.0.0.%d", i+1), Join: slices.Clone(join)}
+		if args != nil {
+			o.Args = args(i)
+		}
+		nodes = append(nodes, startNode(t, upstreamAddr, o))
 		names = append(names, name)
 		if len(join) < 2 {
-			join = append(join, nodes[i-1].Gossip)
+			join = append(join, nodes[i].Gossip)
 		}
 	}
 	d := waitMembers(t, 20*time.Second, nodes, names...)
@@ -68,7 +72,7 @@ func TestClusterLoadSlowUpstream(t *testing.T) {
 	sizes := []int{1 << 20, 2 << 20, 512 << 10}
 	dgs := pushLayers(t, reg.Addr, repo, "v1", sizes...)
 	slow := startDelayProxy(t, reg.Addr, delay)
-	nodes := startLoadCluster(t, slow.Addr(), 3)
+	nodes := startLoadCluster(t, slow.Addr(), 3, nil)
 	logTrouble(t, nodes...)
 
 	t0 := time.Now()
@@ -85,35 +89,117 @@ func TestClusterLoadSlowUpstream(t *testing.T) {
 
 // TestClusterLoadFewSlots: nodes allowed two upstream fetches at a time,
 // behind a slow shared link, pull nine cold layers all at once. A fill
-// waiting on a peer must not starve the peer of the slots it needs to
+// waiting on a peer must not starve that peer of the slots it needs to
 // fetch for everyone: each blob comes from the upstream once.
+//
+// Left to chance, the bad interleaving is rare (every slot of every node
+// held by a fill waiting on a peer whose own fill is queued): each node's
+// peer API sits behind a gate that holds connections, each node first gets
+// two requests for blobs other nodes own (their fills take both slots and
+// ask the owners), then the other seven (queued), and only then are the
+// gates opened.
 func TestClusterLoadFewSlots(t *testing.T) {
 	tools := requireE2E(t, "docker-registry")
 	reg := startRegistry(t, tools["docker-registry"])
 	const repo = "test/slots"
 	const rate = 8 << 20 // bytes/s on the shared link
+	const slots = 2
+	names := []string{"n1", "n2", "n3"}
 	sizes := make([]int, 9)
 	for i := range sizes {
 		sizes[i] = 3<<20 + i*4096
 	}
-	dgs := pushLayers(t, reg.Addr, repo, "v1", sizes...)
+	// Each node needs two blobs that it does not own (almost always so).
+	var dgs []string
+	for round := 0; round < 5; round++ {
+		dgs = pushLayers(t, reg.Addr, repo, fmt.Sprintf("v%d", round), sizes...)
+		ok := true
+		for _, n := range names {
+			ok = ok && len(dgs)-countOwned(dgs, n, names...) >= slots
+		}
+		if ok {
+			break
+		}
+	}
 	link := startThrottle(t, reg.Addr, rate)
-	nodes := startLoadCluster(t, link.Addr(), 3, "--max-fetches", "2")
+	gates := make([]*peerGate, len(names))
+	for i := range gates {
+		gates[i] = startPeerGate(t, fmt.Sprintf("127.0.0.%d", i+1))
+	}
+	nodes := startLoadCluster(t, link.Addr(), len(names), func(i int) []string {
+		return []string{"--max-fetches", fmt.Sprint(slots), "--advertise-url", gates[i].URL()}
+	})
 	logTrouble(t, nodes...)
 
+	// Per node: the first wave, blobs others own, and the rest.
+	type wave struct {
+		dgs   []string
+		sizes []int
+	}
+	first, rest := make([]wave, len(nodes)), make([]wave, len(nodes))
+	for i, n := range nodes {
+		for j, dg := range dgs {
+			w := &rest[i]
+			if ownerOf(dg, names...) != n.Name && len(first[i].dgs) < slots {
+				w = &first[i]
+			}
+			w.dgs, w.sizes = append(w.dgs, dg), append(w.sizes, sizes[j])
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	pull := func(n *node, w wave) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pullBlobs(n, repo, w.dgs, w.sizes); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
 	t0 := time.Now()
-	errs := pullAll(repo, everyNode(nodes, 1, dgs, sizes))
+	for i, n := range nodes {
+		pull(n, first[i])
+	}
+	asked := func() (sum int64) {
+		for _, g := range gates {
+			sum += g.accepted.Load()
+		}
+		return sum
+	}
+	if !eventually(20*time.Second, func() bool { return asked() >= int64(slots*len(nodes)) }) {
+		t.Fatalf("the first %d fills asked their owners on %d connections, want %d", slots*len(nodes), asked(), slots*len(nodes))
+	}
+	for i, n := range nodes {
+		pull(n, rest[i])
+	}
+	for _, n := range nodes {
+		if !eventually(20*time.Second, func() bool {
+			return metric(scrape(t, n.berth), "berth_cache_requests_total", map[string]string{"kind": "blob", "result": "miss"}) >= float64(len(dgs))
+		}) {
+			t.Fatalf("%s did not start a fill for each of the %d blobs", n.Name, len(dgs))
+		}
+	}
+	t.Logf("every node's %d slots are held by fills waiting on a peer, the other fills queued (%s); opening the peer APIs",
+		slots, time.Since(t0).Round(time.Millisecond))
+	for i, g := range gates {
+		g.Open(nodes[i].Addr)
+	}
+	wg.Wait()
 	var total int
 	for _, s := range sizes {
 		total += s
 	}
-	t.Logf("3 nodes with 2 fetch slots each pulled %d layers in %s (%s for every byte once over the link)",
-		len(dgs), time.Since(t0).Round(time.Millisecond), (time.Duration(total) * time.Second / rate).Round(time.Millisecond))
+	t.Logf("3 nodes with %d fetch slots each pulled %d layers in %s (%s for every byte once over the link)",
+		slots, len(dgs), time.Since(t0).Round(time.Millisecond), (time.Duration(total) * time.Second / rate).Round(time.Millisecond))
 	for _, err := range errs {
 		t.Error(err)
 	}
 	counts := upstreamGets(t, reg, repo, dgs, nodes)
-	checkGets(t, "few fetch slots", dgs, counts, nodeNames(nodes), func(_, n int) bool { return n == 1 })
+	checkGets(t, "few fetch slots", dgs, counts, names, func(_, n int) bool { return n == 1 })
 }
 
 // TestClusterLoadHandover: four nodes hold an image; a fifth joins with an
@@ -140,7 +226,7 @@ func TestClusterLoadHandover(t *testing.T) {
 	if n := countOwned(dgs, "n5", five...); n < 2 {
 		t.Fatalf("n5 owns only %d of %d blobs", n, len(dgs))
 	}
-	nodes := startLoadCluster(t, reg.Addr, 4)
+	nodes := startLoadCluster(t, reg.Addr, 4, nil)
 	if errs := pullAll(repo, everyNode(nodes, 1, dgs, sizes)); len(errs) > 0 {
 		t.Fatalf("pulling through four nodes: %v", errs)
 	}
@@ -183,7 +269,7 @@ func TestClusterLoadChaos(t *testing.T) {
 	}
 	dgs := pushLayers(t, reg.Addr, repo, "v1", sizes...)
 	link := startThrottle(t, reg.Addr, rate)
-	nodes := startLoadCluster(t, link.Addr(), 4)
+	nodes := startLoadCluster(t, link.Addr(), 4, nil)
 	names := nodeNames(nodes)
 	logTrouble(t, nodes...)
 
