@@ -296,20 +296,28 @@ func TestClusterLoadChaos(t *testing.T) {
 	t.Logf("victim %s owns %d of %d layers", victim.Name, countOwned(dgs, victim.Name, names...), len(dgs))
 
 	// Phase 1: every node pulls every layer; the victim is killed once it
-	// has streamed about a quarter of its layers to the survivors.
+	// has streamed about a quarter of its layers to the survivors (as the
+	// survivors count them, read by read).
 	t0 := time.Now()
 	survived := make(chan []error, 1)
 	go func() { survived <- pullAll(repo, everyNode(survivors, 1, dgs, sizes)) }()
 	go func() { _ = pullBlobs(victim, repo, dgs, sizes) }() // fails when killed
-	full := float64(int64(len(survivors)) * owned)
+	full := int64(len(survivors)) * owned
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out := metric(scrape(t, victim.berth), "berth_peer_bytes_total", map[string]string{"direction": "out"})
+		var out int64
+		for _, n := range survivors {
+			for _, m := range n.peers(t) {
+				if m.Name == victim.Name {
+					out += m.ServedBytes
+				}
+			}
+		}
 		if out >= full {
 			t.Fatalf("the victim streamed all %v bytes of its layers before it could be killed", out)
 		}
 		if out >= full/4 {
-			t.Logf("killing %s after it streamed %.0f of %.0f bytes to the survivors (%s)", victim.Name, out, full,
+			t.Logf("killing %s after it streamed %d of %d bytes to the survivors (%s)", victim.Name, out, full,
 				time.Since(t0).Round(time.Millisecond))
 			break
 		}
