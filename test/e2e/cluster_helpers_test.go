@@ -48,17 +48,43 @@ type nodeOptions struct {
 	Cluster string   // cluster name ("" : berth)
 	DataDir string
 	Env     []string
+	Args    []string // extra flags for `berth serve`
 }
 
-// freePortOn returns a TCP port on ip that was free a moment ago.
+// portsHandedOut are the ports freePortOn has returned in this process.
+// Once its probe listener is closed, the kernel may hand a port out again
+// at once: two calls in a row (a node's HTTP and gossip ports) could
+// return the same one.
+var portsHandedOut = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
+
+// freePortOn returns a TCP port on ip that was free a moment ago and that
+// it has not returned before.
 func freePortOn(t *testing.T, ip string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatalf("finding a free port on %s: %v", ip, err)
+	portsHandedOut.Lock()
+	defer portsHandedOut.Unlock()
+	var probes []net.Listener // held open so that the kernel picks another
+	defer func() {
+		for _, ln := range probes {
+			_ = ln.Close()
+		}
+	}()
+	for range 100 {
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatalf("finding a free port on %s: %v", ip, err)
+		}
+		probes = append(probes, ln)
+		if port := ln.Addr().(*net.TCPAddr).Port; !portsHandedOut.m[port] {
+			portsHandedOut.m[port] = true
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("finding a free port on %s: every one offered was handed out already", ip)
+	return 0
 }
 
 // startNode runs a berth cluster node on o.IP in front of upstreamAddr.
@@ -95,6 +121,7 @@ func startNode(t *testing.T, upstreamAddr string, o nodeOptions) *node {
 		"--peer-bind", gossip,
 		"--peer-join", strings.Join(o.Join, ","),
 	}
+	args = append(args, o.Args...)
 	p, err := startProc(t, "berth "+o.Name, filepath.Join(dir, "berth.log"), "", env, berthBin, args...)
 	if err != nil {
 		t.Fatal(err)
