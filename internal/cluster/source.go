@@ -72,9 +72,16 @@ func (e *errPeer) Unwrap() error { return e.err }
 
 // FetcherOptions tune the asking side. The zero value is usable.
 type FetcherOptions struct {
-	// Peers, if set, bounds the transfers from peers running at once (a
+	// Peers, if set, bounds the transfers from owners running at once (a
 	// turn is held from the request until the body is closed).
 	Peers *fetch.Pool
+	// Upstream, if set, gives the turns for asking members whether they
+	// hold a blob (handover): that is this node's stand-in for the upstream
+	// transfer that follows, and its answer never waits on another fill, so
+	// a turn from this pool always makes progress. With peer turns, owners
+	// whose every peer turn is held by fills waiting on each other would
+	// wait forever, each needing a peer turn to probe before its upstream.
+	Upstream *fetch.Pool
 	// HeaderPatience is how long a peer may stay silent before its
 	// response headers (default 10s; each 102 heartbeat restarts it).
 	HeaderPatience time.Duration
@@ -180,11 +187,19 @@ func (s source) Open(ctx context.Context, req fetch.Request, offset int64) (io.R
 	return s.up.Open(ctx, req, offset)
 }
 
+// openLimited opens t under a turn: a peer turn for an owner, an upstream
+// turn for a held-only probe (FetcherOptions.Upstream). Turns are taken one
+// after the other, never nested: a probe's is given back before the next
+// source takes its own.
 func (f *Fetcher) openLimited(ctx context.Context, t try, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
-	if f.opts.Peers == nil {
+	pool := f.opts.Peers
+	if t.held {
+		pool = f.opts.Upstream
+	}
+	if pool == nil {
 		return f.open(ctx, t, req, offset)
 	}
-	return f.opts.Peers.Limit(fetch.SourceFunc(func(ctx context.Context, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
+	return pool.Limit(fetch.SourceFunc(func(ctx context.Context, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
 		return f.open(ctx, t, req, offset)
 	})).Open(ctx, req, offset)
 }

@@ -66,7 +66,8 @@ func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fe
 	n := &clusterNode{cfg: cfg.Cluster, url: url, name: name, log: log, keys: cluster.NewKeys(primary, extra...), m: cluster.NewMetrics()}
 	n.bytesOut = n.m.Bytes.WithLabelValues("out")
 	n.fetcher = cluster.NewFetcher(n, n.keys, n.m, log, cluster.FetcherOptions{
-		Peers: fc.Peers(),
+		Peers:    fc.Peers(),
+		Upstream: fc.Upstream(),
 		// A peer's body may stall as long as its upstream may: the owner
 		// gives up on its upstream (and so ends the body) no later.
 		BodyIdle: cfg.UpstreamTimeout.D(),
