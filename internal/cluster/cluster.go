@@ -293,10 +293,15 @@ const leaveBudget = 2 * time.Second
 // an owner at once, instead of after failure detection) and returns once
 // that has gone out, within ctx and leaveBudget. It does not wait for a
 // join in flight: shutdown must not. Gossip keeps running until Stop, so
-// this node still answers probes while it drains. Safe to call more than
-// once.
+// this node still answers probes while it drains. A node that lost its
+// name sends nothing. Safe to call more than once.
 func (c *Cluster) Leave(ctx context.Context) error {
 	if !c.left.CompareAndSwap(false, true) {
+		return nil
+	}
+	if c.contested.Load() {
+		// Its leave would name the holder of this node's name: the others
+		// would take the holder for gone.
 		return nil
 	}
 	budget := leaveBudget

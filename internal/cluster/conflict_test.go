@@ -99,6 +99,25 @@ func TestNameConflict(t *testing.T) {
 	waitAlive(t, x2, "w", "x")
 }
 
+// TestLoserStopsSilently: the node that lost its name sends no leave when
+// it stops: the others would take the holder of the name for gone.
+func TestLoserStopsSilently(t *testing.T) {
+	x1 := startNode(t, "x", nil)
+	w := startNode(t, "w", []string{x1.addr()})
+	waitAlive(t, w, "w", "x")
+	x2 := startNode(t, "x", []string{x1.addr(), w.addr()})
+	waitFor(t, "x2 loses its name", func() bool { _, lost := x2.Lost(); return lost })
+	if err := x2.Stop(stopCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for range 50 { // several gossip rounds
+		if m := memberOf(w, "x"); m.State != StateAlive || m.Addr != x1.addr() {
+			t.Fatalf("w sees x %s at %s after the loser stopped (holder %s)", m.State, m.Addr, x1.addr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func withMetrics(m *Metrics) nodeOpt { return func(c *Config) { c.Metrics = m } }
 
 func memberOf(c *Cluster, name string) Member {
