@@ -110,6 +110,11 @@ type Cluster struct {
 	conflicts      map[string]Conflict // by name, the latest seen
 	conflictLogged map[string]time.Time
 	contested      atomic.Bool
+	// reclaiming: a join showed this node's name at another, dead or
+	// departed, address; until one shows it here, joins go on every
+	// second, each offering this node's claim again (memberlist takes it
+	// once DeadNodeReclaimTime has passed).
+	reclaiming atomic.Bool
 }
 
 // Start binds the gossip port and returns; joining the seeds happens in the

@@ -119,7 +119,12 @@ func (d conflicts) NotifyMerge(peers []*memberlist.Node) error {
 		if p.Name != c.cfg.NodeName {
 			continue
 		}
-		if p.Address() == c.self || p.State == memberlist.StateDead || p.State == memberlist.StateLeft {
+		switch {
+		case p.Address() == c.self:
+			c.reclaiming.Store(false)
+			c.clearLost()
+		case p.State == memberlist.StateDead || p.State == memberlist.StateLeft:
+			c.reclaiming.Store(true)
 			c.clearLost()
 		}
 	}

@@ -13,14 +13,15 @@ import (
 const maxJoinSeeds = 3
 
 // joinLoop re-resolves the seeds and joins every interval (every second
-// while alone or while this node's name is contested), so membership
+// while alone or while this node's name is contested or being taken
+// back), so membership
 // heals after a partition.
 func (c *Cluster) joinLoop(ctx context.Context) {
 	defer c.wg.Done()
 	c.joinOnce(ctx)
 	for {
 		d := c.cfg.JoinInterval
-		if len(c.Alive()) <= 1 || c.contested.Load() {
+		if len(c.Alive()) <= 1 || c.contested.Load() || c.reclaiming.Load() {
 			d = min(d, time.Second)
 		}
 		t := time.NewTimer(d)
@@ -38,13 +39,15 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 // at the first that answers. A node that knows other members joins only
 // when a seed is not one of them (a hint of a partition, or of a node that
 // has not found this cluster yet): otherwise every node would push/pull a
-// seed every interval for nothing. A node whose name is contested joins a
-// member: the push/pull shows whether the rival still holds the name.
+// seed every interval for nothing. A node whose name is contested, or not
+// yet taken back from its dead incarnation, joins a member: the push/pull
+// shows whether the rival still holds the name, and offers this node's
+// claim again.
 func (c *Cluster) joinOnce(ctx context.Context) {
 	addrs := c.resolveSeeds(ctx)
 	alive := c.Alive()
 	switch {
-	case c.contested.Load():
+	case c.contested.Load() || c.reclaiming.Load():
 		for _, m := range alive {
 			if m.Addr != c.self {
 				addrs = append(addrs, m.Addr)
