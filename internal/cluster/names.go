@@ -33,9 +33,13 @@ func DefaultNodeName(hostname string, ip net.IP, port int) string {
 func sanitizeName(s string) string {
 	b := []byte(s)
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !nameChar(c) {
 			b[i] = '-'
 		}
 	}
 	return strings.TrimLeft(string(b), "._-")
+}
+
+func nameChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 }
