@@ -372,15 +372,25 @@ func (c *ctl) peers(ctx context.Context, args []string) error {
 	}
 	tw := c.table()
 	fmt.Fprintln(tw, "NAME\tADDRESS\tURL\tSTATE\tSERVED") // SERVED: bytes the member sent this node
+	var conflicts []string
 	for _, m := range res.Members {
-		name := m.Name
+		name, state := m.Name, m.State
 		if m.Self {
 			name += " (this node)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, m.Address, m.URL, m.State, humanBytes(m.ServedBytes))
+		if m.Conflict != "" {
+			conflicts = append(conflicts, m.Conflict)
+			if state != "conflict" {
+				state += " (name conflict)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, m.Address, m.URL, state, humanBytes(m.ServedBytes))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, cf := range conflicts {
+		fmt.Fprintln(c.stdout, "conflict:", cf)
 	}
 	if res.Note != "" {
 		fmt.Fprintln(c.stdout, "note:", res.Note)

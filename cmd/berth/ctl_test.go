@@ -83,7 +83,8 @@ func fakeBerth(t *testing.T) string {
 	admin.Handle(m, "peers.list", func(context.Context, struct{}) (admin.Peers, error) {
 		return admin.Peers{Members: []admin.Member{
 			{Name: "node-a", Address: "10.0.0.5:7946", URL: "http://10.0.0.5:5001", State: "alive", Self: true},
-			{Name: "node-b", Address: "10.0.0.6:7946", URL: "http://10.0.0.6:5001", State: "alive", ServedBytes: 3<<20 + 1746},
+			{Name: "node-b", Address: "10.0.0.6:7946", URL: "http://10.0.0.6:5001", State: "alive", ServedBytes: 3<<20 + 1746,
+				Conflict: `name "node-b" is claimed by 10.0.0.6:7946 and by 10.0.0.9:7946 (refused: started later)`},
 			{Name: "node-c", Address: "10.0.0.7:7946", URL: "http://10.0.0.7:5001", State: "dead", ServedBytes: 1234},
 		}}, nil
 	})

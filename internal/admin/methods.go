@@ -198,6 +198,9 @@ type Member struct {
 	// Self marks this node; ServedBytes is what the member has sent it.
 	Self        bool  `json:"self,omitempty"`
 	ServedBytes int64 `json:"served_bytes"`
+	// Conflict describes a recent claim of the member's name from another
+	// address; on this node's row with state "conflict", it lost the name.
+	Conflict string `json:"conflict,omitempty"`
 }
 
 func (s *Service) peers(context.Context, none) (Peers, error) {

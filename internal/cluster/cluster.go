@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -24,6 +25,9 @@ const (
 	StateAlive = "alive"
 	StateDead  = "dead"
 	StateLeft  = "left"
+	// StateConflict is this node's own state once it lost its name to a
+	// node that started first (see Conflict).
+	StateConflict = "conflict"
 )
 
 // Member is one node as this node sees it.
@@ -34,14 +38,19 @@ type Member struct {
 	Addr string
 	// URL is where its peer API is reached.
 	URL string
-	// State is alive, dead or left.
+	// State is alive, dead or left (or conflict: this node lost its name).
 	State string
+	// Conflict describes a recent claim of this member's name from another
+	// address ("" if none).
+	Conflict string
 }
 
 // Config configures a node's membership.
 type Config struct {
 	// NodeName must be unique in the cluster and stable across restarts,
-	// so a node restarted on a new address takes its place at once.
+	// so a node restarted on a new address takes its place (default:
+	// DefaultNodeName of the hostname and the advertised gossip address,
+	// which needs a fixed gossip port).
 	NodeName string
 	// ClusterName is the memberlist label: clusters with different names
 	// never exchange a packet.
@@ -64,6 +73,8 @@ type Config struct {
 	JoinInterval time.Duration
 	// Logger receives membership events (default: discard).
 	Logger *slog.Logger
+	// Metrics counts name conflicts (nil: not counted).
+	Metrics *Metrics
 	// gossip overrides memberlist's timing in tests.
 	gossip func(*memberlist.Config)
 }
@@ -74,11 +85,14 @@ const deadRetention = 10 * time.Minute
 
 // Cluster is this node's membership. Its methods are safe for concurrent use.
 type Cluster struct {
-	cfg  Config
-	log  *slog.Logger
-	ml   *memberlist.Memberlist
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	cfg     Config
+	log     *slog.Logger
+	ml      *memberlist.Memberlist
+	self    string // this node's advertised gossip address
+	started int64  // unix nanos, in Meta: who started first keeps a contested name
+	join    func([]string) (int, error)
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 
 	mu      sync.Mutex
 	members map[string]*Member
@@ -86,8 +100,21 @@ type Cluster struct {
 	// alive is the sorted snapshot of alive members, replaced on each change,
 	// so Owners reads it without a lock.
 	alive atomic.Pointer[[]Member]
-	left  atomic.Bool
+	left  atomic.Bool // Leave has run
+	down  atomic.Bool // gossip is shut down
 	meta  *delegate
+
+	// Name conflicts (conflict.go), under mu. contested mirrors lost != nil
+	// for Owners, which takes no lock.
+	lost           *Conflict
+	conflicts      map[string]Conflict // by name, the latest seen
+	conflictLogged map[string]time.Time
+	contested      atomic.Bool
+	// reclaiming: a join showed this node's name at another, dead or
+	// departed, address; until one shows it here, joins go on every
+	// second, each offering this node's claim again (memberlist takes it
+	// once DeadNodeReclaimTime has passed).
+	reclaiming atomic.Bool
 }
 
 // Start binds the gossip port and returns; joining the seeds happens in the
@@ -100,25 +127,32 @@ func Start(cfg Config) (*Cluster, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.NodeName == "" {
-		return nil, errors.New("cluster: a node name is required")
-	}
-	c := &Cluster{cfg: cfg, log: cfg.Logger, members: map[string]*Member{}, since: map[string]time.Time{}}
+	c := &Cluster{cfg: cfg, log: cfg.Logger, members: map[string]*Member{}, since: map[string]time.Time{},
+		started: time.Now().UnixNano(), conflicts: map[string]Conflict{}, conflictLogged: map[string]time.Time{}}
 	c.alive.Store(&[]Member{})
 	mc, err := c.memberlistConfig()
 	if err != nil {
 		return nil, err
 	}
+	if c.cfg.NodeName == "" {
+		if c.cfg.NodeName, err = defaultName(mc); err != nil {
+			return nil, err
+		}
+		mc.Name = c.cfg.NodeName
+	}
+	c.log = c.log.With("node", c.cfg.NodeName)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: starting gossip on %s: %w", cfg.Bind, err)
 	}
 	c.ml = ml
+	c.self = ml.LocalNode().Address()
+	c.join = ml.Join
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
 	c.wg.Add(1)
 	go c.joinLoop(ctx)
-	c.log.Info("cluster started", "node", cfg.NodeName, "cluster", cfg.ClusterName, "gossip", ml.LocalNode().Address(),
+	c.log.Info("cluster started", "cluster", cfg.ClusterName, "gossip", ml.LocalNode().Address(),
 		"url", cfg.URL, "encrypted", cfg.Keys.Enabled(), "seeds", cfg.Join)
 	return c, nil
 }
@@ -144,10 +178,13 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	} else if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 		mc.AdvertiseAddr = host
 	}
-	// A node restarted with a new address (a rescheduled pod) takes its
-	// name back as soon as the old incarnation is known dead, not after
-	// the default of never.
-	mc.DeadNodeReclaimTime = time.Nanosecond
+	// A node restarted with a new address (a rescheduled pod) may take its
+	// name back once the old incarnation left, or a few probe intervals
+	// after it was found dead (memberlist's default is never). Not at
+	// once: a live node wrongly declared dead refutes it within a few
+	// gossip rounds, and must not have lost its name to another live node
+	// claiming it meanwhile (see Conflict). Set below, after the test
+	// timing overrides.
 	// Small enough that a node whose first join was refused (its old
 	// incarnation not yet dead) is learned of soon; memberlist scales it
 	// up with the cluster size.
@@ -164,17 +201,44 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
 	c.meta = &delegate{}
-	c.meta.meta.Store(&Meta{URL: cfg.URL})
+	c.meta.meta.Store(&Meta{URL: cfg.URL, Started: c.started})
 	mc.Delegate = c.meta
 	mc.Events = events{c}
+	mc.Conflict = conflicts{c}
+	mc.Merge = conflicts{c}
 	mc.Logger = log.New(logWriter{c.log}, "", 0)
 	if cfg.gossip != nil {
 		cfg.gossip(mc)
 	}
-	if len(cfg.URL) > memberlist.MetaMaxSize-40 {
-		return nil, fmt.Errorf("cluster: advertise URL longer than %d bytes", memberlist.MetaMaxSize-40)
+	mc.DeadNodeReclaimTime = 5 * mc.ProbeInterval
+	// The largest Meta this node will send (while leaving) must fit.
+	if b, _ := json.Marshal(Meta{URL: cfg.URL, Leaving: true, Started: c.started}); len(b) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("cluster: advertise URL too long: the gossip metadata holding it is %d bytes, at most %d", len(b), memberlist.MetaMaxSize)
 	}
 	return mc, nil
+}
+
+// defaultName is DefaultNodeName for the address memberlist will
+// advertise, which it sets explicitly so that both agree.
+func defaultName(mc *memberlist.Config) (string, error) {
+	if mc.AdvertisePort == 0 {
+		return "", errors.New("cluster: a node name is required with gossip port 0")
+	}
+	ip := net.ParseIP(mc.AdvertiseAddr)
+	if ip == nil && mc.BindAddr == "0.0.0.0" {
+		// What memberlist advertises when bound to every interface.
+		priv, err := sockaddr.GetPrivateIP()
+		if err != nil || priv == "" {
+			return "", fmt.Errorf("cluster: no private IP address to advertise and name this node after (set cluster.node_name): %v", err)
+		}
+		ip = net.ParseIP(priv)
+		mc.AdvertiseAddr = priv
+	}
+	if ip == nil {
+		return "", fmt.Errorf("cluster: cannot name this node after its gossip address %q: set cluster.node_name", mc.BindAddr)
+	}
+	host, _ := os.Hostname() // "" falls back to "berth"
+	return DefaultNodeName(host, ip, mc.AdvertisePort), nil
 }
 
 func splitHostPort(s string) (string, int, error) {
@@ -196,8 +260,15 @@ func (c *Cluster) Name() string { return c.cfg.NodeName }
 // The slice is shared: do not modify it.
 func (c *Cluster) Alive() []Member { return *c.alive.Load() }
 
-// Owners returns the alive members ordered by ownership of key.
-func (c *Cluster) Owners(key string) []Member { return Owners(key, c.Alive()) }
+// Owners returns the alive members ordered by ownership of key; none while
+// this node has lost its name to another (it then fetches alone, and no
+// member asks it: none knows it under its name).
+func (c *Cluster) Owners(key string) []Member {
+	if c.contested.Load() {
+		return nil
+	}
+	return Owners(key, c.Alive())
+}
 
 // Members returns every member known, dead and departed ones included
 // (for a while), sorted by name.
@@ -206,26 +277,67 @@ func (c *Cluster) Members() []Member {
 	defer c.mu.Unlock()
 	out := make([]Member, 0, len(c.members))
 	for _, m := range c.members {
-		out = append(out, *m)
+		mm := *m
+		if cf, ok := c.conflicts[m.Name]; ok && time.Since(cf.At) < deadRetention {
+			mm.Conflict = cf.String()
+		}
+		if m.Name == c.cfg.NodeName && c.lost != nil {
+			mm.State, mm.Conflict = StateConflict, c.lost.String()
+		}
+		out = append(out, mm)
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
-// Stop leaves the cluster gracefully (others stop choosing this node as an
-// owner at once, instead of after failure detection) and shuts gossip down.
-func (c *Cluster) Stop(timeout time.Duration) error {
+// leaveBudget bounds Leave: the Leaving meta update and the leave message
+// each get half, each returning as soon as it has gone out.
+const leaveBudget = 2 * time.Second
+
+// Leave tells the cluster this node is going (others stop choosing it as
+// an owner at once, instead of after failure detection) and returns once
+// that has gone out, within ctx and leaveBudget. It does not wait for a
+// join in flight: shutdown must not. Gossip keeps running until Stop, so
+// this node still answers probes while it drains. A node that lost its
+// name sends nothing. Safe to call more than once.
+func (c *Cluster) Leave(ctx context.Context) error {
+	if !c.left.CompareAndSwap(false, true) {
+		return nil
+	}
+	if c.contested.Load() {
+		// Its leave would name the holder of this node's name: the others
+		// would take the holder for gone.
+		return nil
+	}
+	budget := leaveBudget
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(dl))
+	}
+	// Say "leaving" first: memberlist's leave message does not tell a
+	// departure from a death, and peers.list should.
+	c.meta.meta.Store(&Meta{URL: c.cfg.URL, Leaving: true, Started: c.started})
+	start := time.Now()
+	_ = c.ml.UpdateNode(budget / 2)
+	if err := c.ml.Leave(max(budget-time.Since(start), time.Millisecond)); err != nil {
+		return fmt.Errorf("cluster: leaving: %w", err)
+	}
+	return nil
+}
+
+// Stop leaves the cluster if Leave was not called, stops the join loop,
+// waiting within ctx for a join in flight (memberlist's Join takes no
+// context; TCPTimeout bounds it), and shuts gossip down.
+func (c *Cluster) Stop(ctx context.Context) error {
+	err := c.Leave(ctx)
 	c.stop()
-	c.wg.Wait()
-	var err error
-	if c.left.CompareAndSwap(false, true) {
-		// Say "leaving" first: memberlist's leave message does not tell a
-		// departure from a death, and peers.list should.
-		c.meta.meta.Store(&Meta{URL: c.cfg.URL, Leaving: true})
-		_ = c.ml.UpdateNode(timeout / 2)
-		if lerr := c.ml.Leave(timeout / 2); lerr != nil {
-			err = fmt.Errorf("cluster: leaving: %w", lerr)
-		}
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.Join(err, fmt.Errorf("cluster: a join still in flight at shutdown: %w", ctx.Err()))
+	}
+	if c.down.CompareAndSwap(false, true) {
 		err = errors.Join(err, c.ml.Shutdown())
 	}
 	return err
@@ -262,82 +374,15 @@ func (c *Cluster) set(n *memberlist.Node, state string) string {
 	return state
 }
 
-// joinLoop re-resolves the seeds and joins one of them every interval (or
-// every second while alone), so membership heals after a partition.
-func (c *Cluster) joinLoop(ctx context.Context) {
-	defer c.wg.Done()
-	c.joinOnce(ctx)
-	for {
-		d := c.cfg.JoinInterval
-		if len(c.Alive()) <= 1 {
-			d = min(d, time.Second)
-		}
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		c.joinOnce(ctx)
-	}
-}
-
-// joinOnce joins the seeds: all of them while this node knows no other
-// member, otherwise one at random, since a push/pull with one member is a
-// full state exchange.
-func (c *Cluster) joinOnce(ctx context.Context) {
-	addrs := c.resolveSeeds(ctx)
-	if len(addrs) == 0 {
-		return
-	}
-	if len(c.Alive()) > 1 {
-		addrs = []string{addrs[rand.IntN(len(addrs))]}
-	}
-	n, err := c.ml.Join(addrs)
-	if err != nil && n == 0 {
-		c.log.Debug("joining the cluster", "seeds", addrs, "error", err)
-	}
-}
-
-// resolveSeeds resolves each seed to its addresses, leaving out this
-// node's own gossip address (joining oneself is harmless but useless).
-func (c *Cluster) resolveSeeds(ctx context.Context) []string {
-	self := c.ml.LocalNode().Address()
-	seen := map[string]bool{}
-	var out []string
-	for _, seed := range c.cfg.Join {
-		host, port, err := net.SplitHostPort(seed)
-		if err != nil {
-			continue // Validate rejects these
-		}
-		ips := []string{host}
-		if net.ParseIP(host) == nil {
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ips, err = net.DefaultResolver.LookupHost(rctx, host)
-			cancel()
-			if err != nil {
-				c.log.Debug("resolving a seed", "seed", seed, "error", err)
-				continue
-			}
-		}
-		for _, ip := range ips {
-			a := net.JoinHostPort(ip, port)
-			if a != self && !seen[a] {
-				seen[a] = true
-				out = append(out, a)
-			}
-		}
-	}
-	return out
-}
-
 // Meta is what a node tells the others about itself.
 type Meta struct {
 	// URL is its peer API.
 	URL string `json:"url"`
 	// Leaving is set while it stops: others choose it no more.
 	Leaving bool `json:"leaving,omitempty"`
+	// Started is when it started (unix nanoseconds): of two nodes given
+	// one name, the one that started first keeps it.
+	Started int64 `json:"started,omitempty"`
 }
 
 func decodeMeta(b []byte) Meta {
@@ -390,6 +435,9 @@ func (w logWriter) Write(p []byte) (int, error) {
 			level, msg = l, strings.TrimSpace(strings.TrimPrefix(msg, prefix))
 			break
 		}
+	}
+	if strings.HasPrefix(msg, "memberlist: Conflicting address") {
+		level = slog.LevelDebug // at every push/pull; the conflict delegate reports it once
 	}
 	w.log.Log(context.Background(), level, msg, "component", "memberlist")
 	return len(p), nil

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -37,7 +38,7 @@ func startNode(t *testing.T, name string, join []string, opts ...nodeOpt) *Clust
 		gossip:       fastGossip,
 	}
 	if testing.Verbose() {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", name)
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -46,8 +47,15 @@ func startNode(t *testing.T, name string, join []string, opts ...nodeOpt) *Clust
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Stop(time.Second) })
+	t.Cleanup(func() { _ = c.Stop(stopCtx(t)) })
 	return c
+}
+
+// stopCtx is a Stop deadline ample for a join in flight (TCPTimeout 1s).
+func stopCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 func (c *Cluster) addr() string { return c.ml.LocalNode().Address() }
@@ -91,7 +99,7 @@ func TestMembership(t *testing.T) {
 	}
 
 	// A graceful stop is seen as "left" at once.
-	if err := c.Stop(time.Second); err != nil {
+	if err := c.Stop(stopCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 	waitAlive(t, a, "a", "b")
@@ -139,6 +147,9 @@ func TestRestartOnNewAddress(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	waitAlive(t, b2, "a", "b")
+	// It may have lost the name to its old incarnation for a moment; not
+	// for good.
+	waitFor(t, "b2 holds its name", func() bool { _, lost := b2.Lost(); return !lost })
 }
 
 // TestClustersNeverMerge: a node of another cluster (name or secret) that
@@ -207,10 +218,80 @@ func TestStartDoesNotWaitForSeeds(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // the join loop is now stuck on the seed
 	start = time.Now()
-	if err := c.Stop(time.Second); err != nil {
+	if err := c.Stop(stopCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d > 7*time.Second {
 		t.Fatalf("Stop took %s", d)
+	}
+}
+
+// silentSeed is a TCP listener that accepts and never answers, like a seed
+// whose process hangs: a join to it takes memberlist's TCPTimeout.
+func silentSeed(t *testing.T) (addr string, accepted <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := make(chan struct{}, 16)
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+			select {
+			case acc <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String(), acc
+}
+
+// TestLeaveDoesNotWaitForAJoin: a node stopping while its join to a silent
+// seed is in flight tells the others it is leaving at once, not after the
+// join times out.
+func TestLeaveDoesNotWaitForAJoin(t *testing.T) {
+	seed, accepted := silentSeed(t)
+	slowJoin := func(c *Config) {
+		c.gossip = func(mc *memberlist.Config) { fastGossip(mc); mc.TCPTimeout = 5 * time.Second }
+	}
+	b := startNode(t, "b", []string{seed}, slowJoin)
+	select {
+	case <-accepted: // b's join is in flight, for 5s
+	case <-time.After(5 * time.Second):
+		t.Fatal("b never joined the seed")
+	}
+	a := startNode(t, "a", []string{b.addr()})
+	waitAlive(t, a, "a", "b")
+	waitAlive(t, b, "a", "b")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.Stop(ctx) }()
+	for memberState(a, "b") != StateLeft {
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("a sees b %q 2s after b began to stop", memberState(a, "b"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("a saw b leave %s after Stop", time.Since(start).Round(time.Millisecond))
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -16,11 +16,15 @@ type Metrics struct {
 	Fallbacks *prometheus.CounterVec
 	// FirstByte is the time from asking a peer to its first body byte.
 	FirstByte prometheus.Histogram
+	// NameConflicts counts claims of one member name from two addresses,
+	// by this node's role: lost (its name is held by a node that started
+	// first), kept, or observed (between two other nodes).
+	NameConflicts *prometheus.CounterVec
 }
 
 // NewMetrics returns unregistered metrics.
 func NewMetrics() *Metrics {
-	return &Metrics{
+	m := &Metrics{
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_peer_bytes_total", Help: "Blob bytes received from (in) and served to (out) cluster peers.",
 		}, []string{"direction"}),
@@ -35,12 +39,21 @@ func NewMetrics() *Metrics {
 			Help:    "Time from a request to a peer to its first body byte.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
+		NameConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_cluster_name_conflicts_total",
+			Help: "Claims of one member name from two addresses, by this node's role (lost, kept, observed).",
+		}, []string{"role"}),
 	}
+	// Every role from 0, so that increase() sees the first conflict.
+	for _, role := range []string{RoleLost, RoleKept, RoleObserved} {
+		m.NameConflicts.WithLabelValues(role)
+	}
+	return m
 }
 
 // Collectors returns the metrics, for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Bytes, m.Requests, m.Fallbacks, m.FirstByte}
+	return []prometheus.Collector{m.Bytes, m.Requests, m.Fallbacks, m.FirstByte, m.NameConflicts}
 }
 
 // MembersCollector is a berth_cluster_members{state} gauge over members

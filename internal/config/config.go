@@ -90,7 +90,8 @@ type Cluster struct {
 	Secret string `yaml:"secret" berth:"secret"`
 	// ExtraSecrets (comma-separated) are also accepted, for rotation.
 	ExtraSecrets string `yaml:"extra_secrets" berth:"secret"`
-	// NodeName is this node's unique, stable member name (default: the hostname).
+	// NodeName is this node's unique, stable member name (default: the
+	// hostname and the gossip address, as cluster.DefaultNodeName).
 	NodeName string `yaml:"node_name"`
 }
 

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,7 +30,7 @@ import (
 type clusterNode struct {
 	cfg      config.Cluster
 	url      string
-	name     string
+	name     string // cluster.node_name; "" : derived by cluster.Start
 	log      *slog.Logger
 	keys     cluster.Keys
 	m        *cluster.Metrics
@@ -41,6 +40,7 @@ type clusterNode struct {
 
 	c       atomic.Pointer[cluster.Cluster] // set while running
 	stopped sync.Once
+	drained sync.Once
 	peerSrv *http.Server
 	peerErr chan error
 }
@@ -55,15 +55,9 @@ func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fe
 	if err != nil {
 		return nil, err
 	}
-	name := cfg.Cluster.NodeName
-	if name == "" {
-		if name, err = os.Hostname(); err != nil || name == "" {
-			return nil, &config.Error{Key: "cluster.node_name", Value: "", Expected: "a unique node name (the hostname is not available)"}
-		}
-	}
 	log = log.With("component", "cluster")
 	primary, extra := cfg.Cluster.Secrets()
-	n := &clusterNode{cfg: cfg.Cluster, url: url, name: name, log: log, keys: cluster.NewKeys(primary, extra...), m: cluster.NewMetrics()}
+	n := &clusterNode{cfg: cfg.Cluster, url: url, name: cfg.Cluster.NodeName, log: log, keys: cluster.NewKeys(primary, extra...), m: cluster.NewMetrics()}
 	n.bytesOut = n.m.Bytes.WithLabelValues("out")
 	n.fetcher = cluster.NewFetcher(n, n.keys, n.m, log, cluster.FetcherOptions{
 		Peers:    fc.Peers(),
@@ -120,7 +114,12 @@ func (n *clusterNode) verify(r *http.Request, dg string) error {
 
 // Name and Owners make the node the Fetcher's membership: before Start (or
 // after Stop) it knows no owners, so blobs come from the upstream.
-func (n *clusterNode) Name() string { return n.name }
+func (n *clusterNode) Name() string {
+	if c := n.c.Load(); c != nil {
+		return c.Name() // the derived name when cluster.node_name is unset
+	}
+	return n.name
+}
 
 // Owners implements cluster.Membership.
 func (n *clusterNode) Owners(key string) []cluster.Member {
@@ -164,17 +163,16 @@ func (n *clusterNode) ServePeer(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // Start joins the cluster and opens the peer-only listener when
-// cluster.peer_listen is set. The stop function leaves the cluster (so
-// others stop choosing this node at once) and drains the peer listener
-// within ctx; it may be called more than once.
-func (n *clusterNode) Start(ctx context.Context) (stop func(ctx context.Context) error, err error) {
+// cluster.peer_listen is set. A drain then calls leave, drainPeers
+// alongside the HTTP drain, and stop.
+func (n *clusterNode) Start(ctx context.Context) (err error) {
 	if n == nil {
-		return func(context.Context) error { return nil }, nil
+		return nil
 	}
 	var ln net.Listener
 	if n.cfg.PeerListen != "" {
 		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", n.cfg.PeerListen); err != nil {
-			return nil, fmt.Errorf("cluster: cannot listen on cluster.peer_listen %s: %w", n.cfg.PeerListen, err)
+			return fmt.Errorf("cluster: cannot listen on cluster.peer_listen %s: %w", n.cfg.PeerListen, err)
 		}
 	}
 	c, err := cluster.Start(cluster.Config{
@@ -185,12 +183,13 @@ func (n *clusterNode) Start(ctx context.Context) (stop func(ctx context.Context)
 		URL:         n.url,
 		Keys:        n.keys,
 		Logger:      n.log,
+		Metrics:     n.m,
 	})
 	if err != nil {
 		if ln != nil {
 			_ = ln.Close()
 		}
-		return nil, err
+		return err
 	}
 	n.c.Store(c)
 	if ln != nil {
@@ -204,7 +203,7 @@ func (n *clusterNode) Start(ctx context.Context) (stop func(ctx context.Context)
 		go func() { n.peerErr <- n.peerSrv.Serve(ln) }()
 		n.log.Info("peer API listening", "addr", ln.Addr().String())
 	}
-	return n.stop, nil
+	return nil
 }
 
 // servePeerOnly is the peer listener's handler: nothing but the peer API.
@@ -214,24 +213,65 @@ func (n *clusterNode) servePeerOnly(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (n *clusterNode) stop(ctx context.Context) error {
+// leave tells the cluster this node is going, so that peers stop choosing
+// it as an owner before it refuses fills: the first step of a drain.
+func (n *clusterNode) leave(ctx context.Context) error {
+	if n == nil {
+		return nil
+	}
+	if c := n.c.Load(); c != nil {
+		return c.Leave(ctx)
+	}
+	return nil
+}
+
+// drainPeers shuts the peer listener down, letting the peer requests in
+// flight finish within ctx; it runs alongside the HTTP drain.
+func (n *clusterNode) drainPeers(ctx context.Context) error {
+	if n == nil || n.peerSrv == nil {
+		return nil
+	}
 	var err error
+	n.drained.Do(func() {
+		if serr := n.peerSrv.Shutdown(ctx); serr != nil {
+			_ = n.peerSrv.Close()
+		}
+		if serr := <-n.peerErr; !errors.Is(serr, http.ErrServerClosed) {
+			err = serr
+		}
+	})
+	return err
+}
+
+// stop leaves if leave was not called, drains the peer listener and shuts
+// gossip down, within ctx; it may be called more than once.
+func (n *clusterNode) stop(ctx context.Context) error {
+	if n == nil {
+		return nil
+	}
+	err := n.drainPeers(ctx)
 	n.stopped.Do(func() {
 		if c := n.c.Load(); c != nil {
-			err = c.Stop(2 * time.Second)
+			err = errors.Join(err, c.Stop(ctx))
 			n.c.Store(nil)
-		}
-		if n.peerSrv != nil {
-			if serr := n.peerSrv.Shutdown(ctx); serr != nil {
-				_ = n.peerSrv.Close()
-			}
-			if serr := <-n.peerErr; !errors.Is(serr, http.ErrServerClosed) {
-				err = errors.Join(err, serr)
-			}
 		}
 		n.fetcher.Close()
 	})
 	return err
+}
+
+// notReady is why this node must not be ready ("" if nothing): it lost
+// its name to a node that started first, and serves nothing as a member.
+func (n *clusterNode) notReady() string {
+	if n == nil {
+		return ""
+	}
+	if c := n.c.Load(); c != nil {
+		if cf, lost := c.Lost(); lost {
+			return "cluster node name conflict: " + cf.String()
+		}
+	}
+	return ""
 }
 
 // Members lists every member for peers.list, with the bytes each has
@@ -242,13 +282,13 @@ func (n *clusterNode) Members() []admin.Member {
 	}
 	c := n.c.Load()
 	if c == nil {
-		return []admin.Member{{Name: n.name, URL: n.url, State: "stopped"}}
+		return []admin.Member{{Name: n.name, URL: n.url, State: "stopped", Self: true}}
 	}
 	ms := c.Members()
 	out := make([]admin.Member, 0, len(ms))
 	for _, m := range ms {
 		out = append(out, admin.Member{Name: m.Name, Address: m.Addr, URL: m.URL, State: m.State,
-			Self: m.Name == n.name, ServedBytes: n.fetcher.ServedBy(m.Name)})
+			Self: m.Name == c.Name(), ServedBytes: n.fetcher.ServedBy(m.Name), Conflict: m.Conflict})
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-mirror/berth/internal/admin"
 	"github.com/berth-mirror/berth/internal/cluster"
 )
 
@@ -30,9 +32,11 @@ func TestNoClusterNode(t *testing.T) {
 	if n.ServePeer(httptest.NewRecorder(), httptest.NewRequest("GET", "/peer/v1/blobs/sha256:x", nil)) {
 		t.Fatal("a nil cluster node served a peer request")
 	}
-	stop, err := n.Start(context.Background())
-	if err != nil || stop(context.Background()) != nil {
+	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if n.leave(context.Background()) != nil || n.drainPeers(context.Background()) != nil || n.stop(context.Background()) != nil || n.notReady() != "" {
+		t.Fatal("a nil cluster node must be inert")
 	}
 }
 
@@ -44,6 +48,11 @@ type runningServer struct {
 }
 
 func startClusterServer(t *testing.T, name, upstreamURL string, join string) *runningServer {
+	t.Helper()
+	return startClusterServerLog(t, name, upstreamURL, join, quiet())
+}
+
+func startClusterServerLog(t *testing.T, name, upstreamURL string, join string, log *slog.Logger) *runningServer {
 	t.Helper()
 	cfg := testConfig(t)
 	cfg.Admin.Socket = ""
@@ -64,7 +73,7 @@ func startClusterServer(t *testing.T, name, upstreamURL string, join string) *ru
 	if err := cfg.SetUpstream("registry.test=" + upstreamURL); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, quiet())
+	s, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,5 +194,96 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// onMessage calls fn, synchronously, when a record with msg is logged.
+type onMessage struct {
+	slog.Handler
+	msg string
+	fn  func()
+}
+
+func (onMessage) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h onMessage) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.fn()
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h onMessage) WithAttrs(as []slog.Attr) slog.Handler {
+	return onMessage{h.Handler.WithAttrs(as), h.msg, h.fn}
+}
+
+func (h onMessage) WithGroup(name string) slog.Handler {
+	return onMessage{h.Handler.WithGroup(name), h.msg, h.fn}
+}
+
+// TestDrainLeavesBeforeRefusingFills: when a node drains, its peers hear
+// that it is leaving before its coalescer refuses fills (until they do,
+// they still choose it as an owner, and a refused fill is a 503 for them).
+func TestDrainLeavesBeforeRefusingFills(t *testing.T) {
+	up := httptest.NewServer(http.NotFoundHandler())
+	defer up.Close()
+	var b *runningServer
+	seen := make(chan string, 1)
+	log := slog.New(onMessage{Handler: slog.DiscardHandler, msg: "refusing new fills; draining the running ones", fn: func() {
+		state := ""
+		for _, m := range b.s.cluster.Members() {
+			if m.Name == "a" {
+				state = m.State
+			}
+		}
+		seen <- state
+	}})
+	a := startClusterServerLog(t, "a", up.URL, "", log)
+	b = startClusterServer(t, "b", up.URL, a.s.cluster.cfg.PeerBind)
+	waitUntil(t, func() bool { return alive(a.s) == 2 && alive(b.s) == 2 })
+
+	a.stop()
+	select {
+	case state := <-seen:
+		if state != cluster.StateLeft {
+			t.Fatalf("when a began refusing fills, b saw it %q, want %q", state, cluster.StateLeft)
+		}
+	default:
+		t.Fatal("a never logged that it refuses fills")
+	}
+}
+
+// TestReadyzNameConflict: of two servers given one node name, the one that
+// started later is not ready, saying why; the other stays ready.
+func TestReadyzNameConflict(t *testing.T) {
+	up := httptest.NewServer(http.NotFoundHandler())
+	defer up.Close()
+	first := startClusterServer(t, "dup", up.URL, "")
+	waitUntil(t, func() bool { return len(first.s.cluster.Members()) == 1 })
+	second := startClusterServer(t, "dup", up.URL, first.s.cluster.cfg.PeerBind)
+	readyz := func(rs *runningServer) (int, string) {
+		resp, err := http.Get(rs.url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitUntil(t, func() bool { code, _ := readyz(second); return code == http.StatusServiceUnavailable })
+	if _, body := readyz(second); !strings.Contains(body, "name conflict") || !strings.Contains(body, first.s.cluster.cfg.PeerBind) {
+		t.Errorf("readyz of the later node: %q", body)
+	}
+	if code, body := readyz(first); code != http.StatusOK {
+		t.Errorf("readyz of the earlier node: %d %q", code, body)
+	}
+	var self admin.Member
+	for _, m := range second.s.cluster.Members() {
+		if m.Self {
+			self = m
+		}
+	}
+	if self.State != cluster.StateConflict || self.Conflict == "" {
+		t.Errorf("peers.list self row of the later node: %+v", self)
 	}
 }

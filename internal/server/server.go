@@ -156,6 +156,10 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not ready\n", http.StatusServiceUnavailable)
 		return
 	}
+	if reason := s.cluster.notReady(); reason != "" {
+		http.Error(w, "not ready: "+reason+"\n", http.StatusServiceUnavailable)
+		return
+	}
 	_, _ = w.Write([]byte("ok\n"))
 }
 
@@ -190,8 +194,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return errors.Join(err, ln.Close(), stopAdmin(), s.Close())
 	}
-	stopCluster, err := s.cluster.Start(ctx)
-	if err != nil {
+	if err := s.cluster.Start(ctx); err != nil {
 		return errors.Join(err, ln.Close(), stopMetrics(), stopAdmin(), s.Close())
 	}
 	flushDone := make(chan struct{})
@@ -207,15 +210,27 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.ready.Store(false)
 		s.log.Info("shutting down: draining requests in flight", "timeout", s.cfg.ShutdownTimeout.String())
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
+		// Leave first, and only then refuse fills: until peers hear that
+		// this node is going, they still choose it as an owner, and a fill
+		// refused meanwhile is a 503 and a fallback for them.
+		if lerr := s.cluster.leave(sctx); lerr != nil {
+			// Not a failed drain: the leave keeps being gossiped until
+			// gossip stops, after the drain.
+			s.log.Warn("leaving the cluster: not confirmed in time", "error", lerr)
+		}
 		// Fills run detached from requests: from now on no new one starts,
 		// and the running ones share the drain's deadline with the
 		// responses in flight (one shutdown_timeout in all, inside the
 		// pod's grace period).
+		s.log.Info("refusing new fills; draining the running ones")
 		fills := make(chan struct{})
 		go func() { s.drainFills(sctx); close(fills) }()
-		cerr := stopCluster(sctx) // leave first: peers stop choosing this node
+		// The peer listener serves until now: peers fetching from this
+		// node finish like the clients of the registry listener.
+		peers := make(chan error, 1)
+		go func() { peers <- s.cluster.drainPeers(sctx) }()
 		err = hs.Shutdown(sctx)
-		err = errors.Join(err, cerr)
+		err = errors.Join(err, <-peers)
 		if err != nil {
 			s.log.Warn("drain timed out; closing remaining connections", "error", err)
 			_ = hs.Close()
@@ -230,7 +245,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	err = errors.Join(err, stopCluster(context.Background())) // a no-op if stopped above
+	// Gossip stops last; a join in flight (bounded by memberlist's stream
+	// timeout) gets the shutdown timeout.
+	cctx, ccancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
+	err = errors.Join(err, s.cluster.stop(cctx))
+	ccancel()
 	err = errors.Join(err, stopMetrics(), stopAdmin())
 	// A no-op after a drain; after a failed Serve, the fills still get the
 	// shutdown timeout before the store closes under them.

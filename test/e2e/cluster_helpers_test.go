@@ -49,6 +49,12 @@ type nodeOptions struct {
 	DataDir string
 	Env     []string
 	Args    []string // extra flags for `berth serve`
+	// DerivedName starts the node without cluster.node_name: it names
+	// itself after its host and gossip address, and Name is set to that.
+	DerivedName bool
+	// MayBeUnready waits for /healthz instead of /readyz (a node that may
+	// lose its name at once).
+	MayBeUnready bool
 }
 
 // portsHandedOut are the ports freePortOn has returned in this process.
@@ -97,7 +103,10 @@ func startNode(t *testing.T, upstreamAddr string, o nodeOptions) *node {
 	addr := fmt.Sprintf("%s:%d", o.IP, freePortOn(t, o.IP))
 	gossip := fmt.Sprintf("%s:%d", o.IP, freePortOn(t, o.IP))
 	socket := filepath.Join(dir, "admin.sock")
-	env := []string{"BERTH_CLUSTER_NODE_NAME=" + o.Name}
+	var env []string
+	if !o.DerivedName {
+		env = append(env, "BERTH_CLUSTER_NODE_NAME="+o.Name)
+	}
 	switch o.Secret {
 	case "":
 		env = append(env, "BERTH_CLUSTER_SECRET="+clusterSecret)
@@ -127,11 +136,22 @@ func startNode(t *testing.T, upstreamAddr string, o nodeOptions) *node {
 		t.Fatal(err)
 	}
 	b := &berth{proc: p, Addr: addr, URL: "http://" + addr, DataDir: o.DataDir, trap: trap}
-	if err := waitHTTP(p, b.URL+"/readyz", http.StatusOK, 20*time.Second); err != nil {
+	ready := "/readyz"
+	if o.MayBeUnready {
+		ready = "/healthz" // served once the cluster has started
+	}
+	if err := waitHTTP(p, b.URL+ready, http.StatusOK, 20*time.Second); err != nil {
 		p.stop(5 * time.Second)
 		t.Fatalf("node %s did not become ready: %v\n%s", o.Name, err, p.tail(30))
 	}
 	n := &node{berth: b, Name: o.Name, IP: o.IP, Gossip: gossip, socket: socket}
+	if o.DerivedName {
+		for _, m := range n.peers(t) {
+			if m.Self {
+				n.Name = m.Name
+			}
+		}
+	}
 	t.Cleanup(func() {
 		// A node the test killed has exited already; any other must stop
 		// cleanly (a race-detector build exits 66 after a data race).
