@@ -14,6 +14,9 @@ import (
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *request) error {
 	switch req.path.Kind {
 	case KindManifest:
+		if req.referrers {
+			return h.serveReferrers(w, r, req)
+		}
 		return h.serveManifest(w, r, req)
 	case KindBlob:
 		return h.serveBlob(w, r, req)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -46,7 +47,7 @@ type authUpstream struct {
 func newAuthUpstream(t testing.TB, mode string) *authUpstream {
 	t.Helper()
 	a := &authUpstream{
-		inner: newCountingUpstream(t), mode: mode,
+		inner: newCountingUpstreamWith(t, ggcr.WithReferrersSupport(true)), mode: mode,
 		users: map[string]string{}, grants: map[string]map[string]bool{}, public: map[string]bool{},
 		tokens: map[string]map[string]bool{}, counts: map[string]int{}, auths: map[string]bool{},
 	}
@@ -147,7 +148,7 @@ func (a *authUpstream) setPublic(repo string) {
 
 func repoOf(path string) string {
 	p := strings.TrimPrefix(path, "/v2/")
-	for _, sep := range []string{"/manifests/", "/blobs/", "/tags/"} {
+	for _, sep := range []string{"/manifests/", "/blobs/", "/tags/", "/referrers/"} {
 		if i := strings.Index(p, sep); i >= 0 {
 			return p[:i]
 		}

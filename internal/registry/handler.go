@@ -59,6 +59,9 @@ type Options struct {
 	// Manifests, if set, coalesces manifest fetches across handlers over the
 	// same store (the /v2/ and peer APIs of one node).
 	Manifests *singleflight.Group
+	// Referrers, if set, caches referrers answers across handlers (and
+	// reloads); default: a cache of this handler's own.
+	Referrers *ReferrersCache
 
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -80,6 +83,8 @@ type Handler struct {
 	manifests *singleflight.Group
 	// tagLists holds a token per tags/list request in flight.
 	tagLists chan struct{}
+	// referrers caches referrers answers (Options.Referrers).
+	referrers *ReferrersCache
 	// overloadLogged is when an overload refusal was last logged (unix
 	// nanoseconds): under load, one line per interval, not one per client.
 	overloadLogged atomic.Int64
@@ -111,6 +116,9 @@ func New(opts Options) *Handler {
 	if h.manifests == nil {
 		h.manifests = new(singleflight.Group)
 	}
+	if h.referrers = opts.Referrers; h.referrers == nil {
+		h.referrers = NewReferrersCache(0, 0)
+	}
 	h.router = Router{Lookup: opts.Upstreams.Lookup, Default: opts.DefaultRegistry}
 	return h
 }
@@ -134,6 +142,9 @@ type request struct {
 	// whether this node holds the content (answered from the store alone).
 	from     string
 	heldOnly bool
+	// referrers: a referrers listing of the manifest path.Reference, gated
+	// as that manifest (referrers.go).
+	referrers bool
 }
 
 // ServeHTTP implements the pull API.
@@ -173,8 +184,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				attrs = append(attrs, slog.String("digest", p.Reference))
 			}
 			return h.authorized(rec, r, req)
-		default:
-			return newError(http.StatusNotFound, CodeUnsupported, "the referrers API is not served by this mirror")
+		default: // KindReferrers
+			// Who may read the subject manifest may list what refers to it:
+			// the gate decides as for the manifest by digest.
+			gate := *req
+			gate.path.Kind, gate.referrers = KindManifest, true
+			return h.authorized(rec, r, &gate)
 		}
 	}()
 	if err != nil {

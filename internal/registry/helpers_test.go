@@ -40,8 +40,15 @@ type countingUpstream struct {
 
 func newCountingUpstream(t testing.TB) *countingUpstream {
 	t.Helper()
+	return newCountingUpstreamWith(t)
+}
+
+// newCountingUpstreamWith is newCountingUpstream with registry options (the
+// referrers API).
+func newCountingUpstreamWith(t testing.TB, opts ...ggcr.Option) *countingUpstream {
+	t.Helper()
 	u := &countingUpstream{counts: map[string]int{}}
-	reg := ggcr.New(ggcr.Logger(nilLogger()))
+	reg := ggcr.New(append([]ggcr.Option{ggcr.Logger(nilLogger())}, opts...)...)
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.counts[r.Method+" "+r.URL.Path]++
@@ -59,6 +66,10 @@ func newCountingUpstream(t testing.TB) *countingUpstream {
 		u.mu.Unlock()
 		if failBlobs && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/referrers/") && r.URL.Query().Get("artifactType") != "" {
+			serveFilteredReferrers(w, r, reg)
 			return
 		}
 		if corrupt && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {

@@ -91,6 +91,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	// is fetched upstream once per node whichever API asked.
 	manifests := new(singleflight.Group)
 	auth := newAuth(cfg, st, m, log) // shared by the /v2/ and peer APIs (private content)
+	referrers := registry.NewReferrersCache(0, 0) // kept across reloads
 	cl, err := newClusterNode(cfg, log, st, fc, ups, m, manifests, auth)
 	if err != nil {
 		_ = st.Close()
@@ -116,6 +117,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 			PeerManifest:     cl.PeerManifest(),
 			PeerHead:         cl.PeerHead(),
 			Manifests:        manifests,
+			Referrers:        referrers,
 		})
 	}
 	s.live.v2.set(s.live.build(cfg))
