@@ -90,7 +90,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	// One manifest coalescer shared by the /v2/ and peer APIs, so a manifest
 	// is fetched upstream once per node whichever API asked.
 	manifests := new(singleflight.Group)
-	auth := newAuth(cfg, st, m, log) // shared by the /v2/ and peer APIs (private content)
+	auth := newAuth(cfg, st, m, log)              // shared by the /v2/ and peer APIs (private content)
 	referrers := registry.NewReferrersCache(0, 0) // kept across reloads
 	cl, err := newClusterNode(cfg, log, st, fc, ups, m, manifests, auth)
 	if err != nil {
