@@ -159,10 +159,7 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	if req.from = q.Get("from"); req.from == "" {
 		req.from = "peer"
 	}
-	if err := p.h.peerAllowed(r.Context(), req, verified); err != nil {
-		return err
-	}
-	if err := p.h.peerFetchAs(req, verified, r.Header.Get(PeerUpstreamTokenHeader)); err != nil {
+	if err := p.h.peerGate(r.Context(), req, r.Header.Get(PeerUpstreamTokenHeader)); err != nil {
 		return err
 	}
 	if kind == "blobs" {
