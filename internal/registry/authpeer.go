@@ -106,11 +106,15 @@ func (h *Handler) peerGate(ctx context.Context, req *request, token string) erro
 	if err := h.peerAllowed(ctx, req, req.verifiedPeer); err != nil {
 		return err
 	}
-	private, err := h.classify(ctx, req)
+	class, err := h.classify(ctx, req)
 	if err != nil {
 		return err
 	}
-	if private && !req.verifiedPeer && h.stillPrivate(ctx, req) {
+	private := class != classPublic
+	if class == classHidden && !req.verifiedPeer {
+		return newError(http.StatusNotFound, notFoundCode(req), "%s not found in %s", req.target.Repository, req.target.Registry)
+	}
+	if class == classPrivate && !req.verifiedPeer && h.stillPrivate(ctx, req) {
 		return newError(http.StatusNotFound, notFoundCode(req), "%s is private: only a peer that checked its client is served", req.target)
 	}
 	if !req.verifiedPeer || (!private && token == "") {
