@@ -70,7 +70,7 @@ func (h *Handler) peerToken(ctx context.Context, req *request, creds Credentials
 	if pt, at, ok := a.tokens.get(k); ok && now.Sub(at) < pt.ttl/2 {
 		return pt.token
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.opts.UpstreamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.live().UpstreamTimeout)
 	defer cancel()
 	tok, ttl, err := req.client.PullToken(ctx, req.target.Repository)
 	switch {

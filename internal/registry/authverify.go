@@ -28,7 +28,7 @@ var checkNames = [...]string{"unavailable", "found", "absent", "denied", "cached
 // names (manifest by tag or digest, or blob): a HEAD, no body. Counted, so
 // tests and operators see how many upstream requests the checks cost.
 func (h *Handler) headObject(ctx context.Context, c *upstream.Client, req *request) (checkResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.opts.UpstreamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.live().UpstreamTimeout)
 	defer cancel()
 	var err error
 	if req.path.Kind == KindBlob {

@@ -29,7 +29,7 @@ func TestAuthRecheckAfterStoreReadManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tgt, c, err := s.h.router.Route(p.Name, "")
+	tgt, c, err := s.h.route(p.Name, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestPeerManifestChecked(t *testing.T) {
 	upPath := "/v2/team/app/manifests/" + img.manifest.String()
 	t.Run("over the cap", func(t *testing.T) {
 		s := newStack(t, up, time.Minute)
-		s.h.opts.MaxManifestBytes = int64(len(img.body) - 1)
+		s.h.setMaxManifestBytes(int64(len(img.body) - 1))
 		s.h.opts.PeerManifest = func(context.Context, fetch.Request, string) ([]byte, string, error) {
 			return img.body, ociManifest, nil
 		}
@@ -156,5 +156,33 @@ func TestPeerHeadNeedsToken(t *testing.T) {
 		if resp, _ := ps.get(t, http.MethodHead, p, "Authorization", "Berth-Peer good"); resp.StatusCode != http.StatusOK {
 			t.Fatalf("HEAD %s with a good token: %d, want 200", kind, resp.StatusCode)
 		}
+	}
+}
+
+// TestPeerSharesHandler (issue 16 item 6): the peer API served by the /v2/
+// handler applies its manifest cap, also after a reload changes it.
+func TestPeerSharesHandler(t *testing.T) {
+	up := newCountingUpstream(t)
+	img := up.pushImage(t, "team/app", "v1", 1000)
+	s := newStack(t, up, time.Minute)
+	if resp, _ := s.do(t, "GET", "/v2/registry.test:5000/team/app/manifests/"+img.manifest.String()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("warming: %d", resp.StatusCode)
+	}
+	peer := httptest.NewServer(NewPeerFor(s.h, PeerOptions{}))
+	defer peer.Close()
+	get := func() int {
+		resp, err := http.Get(peer.URL + "/peer/v1/manifests/" + img.manifest.String() + "?registry=registry.test:5000&repository=team/app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != http.StatusOK {
+		t.Fatalf("peer manifest: %d", code)
+	}
+	s.h.setMaxManifestBytes(int64(len(img.body) - 1))
+	if code := get(); code == http.StatusOK {
+		t.Fatal("the peer API served a manifest over the reloaded max_manifest_bytes")
 	}
 }
