@@ -644,7 +644,7 @@ func TestAuthRecheckAfterStoreRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tgt, c, err := s.h.router.Route(p.Name, "")
+	tgt, c, err := s.h.route(p.Name, "")
 	if err != nil {
 		t.Fatal(err)
 	}

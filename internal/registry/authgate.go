@@ -51,11 +51,16 @@ func (h *Handler) authorized(w *recorder, r *http.Request, req *request) error {
 		a.outcomes.WithLabelValues("challenged").Inc()
 		return challenge("%s", err.Error())
 	}
-	private, err := h.classify(r.Context(), req)
+	class, err := h.classify(r.Context(), req)
 	if err != nil {
 		return err
 	}
-	if private && (!creds.Empty() || h.stillPrivate(r.Context(), req)) {
+	switch {
+	case class == classHidden && creds.Empty():
+		// What an anonymous client may know: nothing is there.
+		return newError(http.StatusNotFound, notFoundCode(req), "%s not found in %s", req.target.Repository, req.target.Registry)
+	case class == classHidden,
+		class == classPrivate && (!creds.Empty() || h.stillPrivate(r.Context(), req)):
 		return h.servePrivate(w, r, req, creds)
 	}
 	pub, err := h.publicRequest(req)
@@ -109,38 +114,56 @@ func refusedUpstream(err error) bool {
 		(e.Status == http.StatusForbidden && e.Code == CodeDenied)
 }
 
-// classify reports whether req.target is private. Without a node credential
+// repoClass is what the gate knows of a request's repository.
+type repoClass int
+
+const (
+	classPublic  repoClass = iota // served as before private content existed
+	classPrivate                  // refused anonymously (or to the node): clients prove access
+	// classHidden: with a node credential in mode client, the anonymous
+	// probe got 404. Registries that hide private repositories answer 404,
+	// not 401 (several do), so that is no proof of a public repository: the
+	// node's credential must not fetch what an anonymous client could not
+	// see. A client without credentials gets the 404; one with credentials
+	// is served with them, as for a private repository.
+	classHidden
+)
+
+// classify says whether req.target is private. Without a node credential
 // (or with private_content: node) the request itself finds out; with one in
-// mode client an anonymous HEAD of what is asked decides, remembered for
-// auth_ttl, because the node's credential would open private content to all.
-func (h *Handler) classify(ctx context.Context, req *request) (bool, error) {
+// mode client an anonymous HEAD of what is asked decides, a public answer
+// remembered for auth_ttl, because the node's credential would open private
+// content to all.
+func (h *Handler) classify(ctx context.Context, req *request) (repoClass, error) {
 	a := h.opts.Auth
 	if a.isPrivate(req) {
-		return true, nil
+		return classPrivate, nil
 	}
 	if !a.anonymousProbe(req.client) || req.path.Kind == KindTags {
-		return false, nil
+		return classPublic, nil
 	}
 	k := a.keys.sum("public", repoID(req))
 	if _, at, ok := a.public.get(k); ok && a.opts.Now().Sub(at) < a.opts.TTL {
-		return false, nil
+		return classPublic, nil
 	}
 	anon, err := a.probeClient(req.client)
 	if err != nil {
-		return false, err
+		return classPublic, err
 	}
 	res, err := h.headObject(ctx, anon, req)
 	switch res {
-	case checkFound, checkAbsent:
+	case checkFound:
 		a.public.put(k, struct{}{}, a.opts.Now())
-		return false, nil
+		return classPublic, nil
+	case checkAbsent:
+		return classHidden, nil
 	case checkDenied:
 		a.markPrivate(repoID(req), req.target)
-		return true, nil
+		return classPrivate, nil
 	}
 	// Unknown: fetching with the node credential could expose a private
 	// repository's content, so fail as for any upstream failure.
-	return false, upstreamError(req.target, err, notFoundCode(req))
+	return classPublic, upstreamError(req.target, err, notFoundCode(req))
 }
 
 // stillPrivate re-asks, at most once per auth_ttl, whether a private
@@ -157,11 +180,13 @@ func (h *Handler) stillPrivate(ctx context.Context, req *request) bool {
 	if err != nil {
 		return true
 	}
-	if res, _ := h.headObject(ctx, probe, req); res == checkFound || res == checkAbsent {
+	if res, _ := h.headObject(ctx, probe, req); res == checkFound {
 		a.unmarkPrivate(repoID(req), req.target)
 		return false
 	}
-	// Refused, or no answer: ask again after auth_ttl, not per request.
+	// Refused, not found (a registry may hide a private repository behind
+	// 404: classHidden), or no answer: ask again after auth_ttl, not per
+	// request.
 	a.rechecked.put(k, struct{}{}, a.opts.Now())
 	return true
 }

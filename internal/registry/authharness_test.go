@@ -42,6 +42,10 @@ type authUpstream struct {
 	counts map[string]int             // "METHOD kind" (kind: manifests, blobs, token, ping)
 	auths  map[string]bool            // Authorization headers received
 	down   bool
+	// hide answers a refusal with 404, as registries that hide private
+	// repositories do: "users" to a user without the grant (anonymous
+	// requests still get 401), "all" to anyone.
+	hide string
 }
 
 func newAuthUpstream(t testing.TB, mode string) *authUpstream {
@@ -140,6 +144,12 @@ func (a *authUpstream) addUser(user, pass string, repos ...string) {
 	a.grants[user] = g
 }
 
+func (a *authUpstream) setHide(mode string) {
+	a.mu.Lock()
+	a.hide = mode
+	a.mu.Unlock()
+}
+
 func (a *authUpstream) setPublic(repo string) {
 	a.mu.Lock()
 	a.public[repo] = true
@@ -177,6 +187,16 @@ func (a *authUpstream) allowed(r *http.Request) bool {
 }
 
 func (a *authUpstream) refuse(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	hide := a.hide
+	a.mu.Unlock()
+	// The /v2/ ping still challenges, as those registries' do.
+	if _, _, user := r.BasicAuth(); repoOf(r.URL.Path) != "" && (hide == "all" || (hide == "users" && user)) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}`))
+		return
+	}
 	if a.mode == "basic" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="test-realm"`)
 	} else {

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
@@ -68,7 +70,7 @@ func (h *Handler) peerToken(ctx context.Context, req *request, creds Credentials
 	if pt, at, ok := a.tokens.get(k); ok && now.Sub(at) < pt.ttl/2 {
 		return pt.token
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.opts.UpstreamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.live().UpstreamTimeout)
 	defer cancel()
 	tok, ttl, err := req.client.PullToken(ctx, req.target.Repository)
 	switch {
@@ -84,19 +86,56 @@ func (h *Handler) peerToken(ctx context.Context, req *request, creds Credentials
 	return tok
 }
 
-// peerFetchAs makes the owner fetch what a verified peer asks for with the
-// upstream token it handed over: the fill then pulls as that peer's client
-// could, and what it stores is marked private, so this node's own clients
-// prove access before they read it.
-func (h *Handler) peerFetchAs(req *request, verified bool, token string) error {
-	if !verified || token == "" {
-		return nil
+// peerGate is the owner's side of a peer request: the questions /v2/ asks
+// before it hands out a byte, with the asking node in place of a client
+// (issue 16 item 1). Content marked private follows peerAllowed. A
+// repository that is private here (known, or found so by the anonymous
+// probe /v2/ uses when a node credential could open it) is served only to a
+// verified peer: its fill pulls with the upstream token the peer handed over,
+// or else with this node's client (the node credential), and what it stores
+// is marked private, so no route of this node serves it unchecked. Any
+// other peer gets 404 and its node fetches with its client's credentials.
+func (h *Handler) peerGate(ctx context.Context, req *request, token string) error {
+	if req.heldOnly {
+		// Only the store answers: nothing is fetched or probed for what
+		// is not held (the store read rechecks what is).
+		if _, err := h.opts.Store.Stat(digest.Digest(req.path.Reference)); err != nil {
+			return newError(http.StatusNotFound, notFoundCode(req), "%s is not held by this node", req.path.Reference)
+		}
 	}
-	c, err := h.opts.Auth.tokenClient(req.client, token)
+	if err := h.peerAllowed(ctx, req, req.verifiedPeer); err != nil {
+		return err
+	}
+	class, err := h.classify(ctx, req)
 	if err != nil {
 		return err
 	}
-	req.client, req.private = c, true
-	_, err = h.markIfMissing(req)
+	private := class != classPublic
+	if class == classHidden && !req.verifiedPeer {
+		return newError(http.StatusNotFound, notFoundCode(req), "%s not found in %s", req.target.Repository, req.target.Registry)
+	}
+	if class == classPrivate && !req.verifiedPeer && h.stillPrivate(ctx, req) {
+		return newError(http.StatusNotFound, notFoundCode(req), "%s is private: only a peer that checked its client is served", req.target)
+	}
+	if !req.verifiedPeer || (!private && token == "") {
+		return nil
+	}
+	return h.peerFetchAs(req, token)
+}
+
+// peerFetchAs makes the owner fetch what a verified peer asks for as that
+// peer's client could: with the upstream token it handed over, else with
+// this node's own client. What it stores is marked private, so this node's
+// own clients prove access before they read it.
+func (h *Handler) peerFetchAs(req *request, token string) error {
+	if token != "" {
+		c, err := h.opts.Auth.tokenClient(req.client, token)
+		if err != nil {
+			return err
+		}
+		req.client = c
+	}
+	req.private = true
+	_, err := h.markIfMissing(req)
 	return err
 }

@@ -17,7 +17,7 @@ type checkResult int
 const (
 	checkUnavailable checkResult = iota // no answer: unreachable, 5xx, 429
 	checkFound                          // 2xx: access, and the object is there
-	checkAbsent                         // 404: access to the repository, no such object
+	checkAbsent                         // 404: no such object, or hidden from these credentials
 	checkDenied                         // 401/403: no access
 	checkCached                         // no request: a decision was made meanwhile
 )
@@ -28,7 +28,7 @@ var checkNames = [...]string{"unavailable", "found", "absent", "denied", "cached
 // names (manifest by tag or digest, or blob): a HEAD, no body. Counted, so
 // tests and operators see how many upstream requests the checks cost.
 func (h *Handler) headObject(ctx context.Context, c *upstream.Client, req *request) (checkResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.opts.UpstreamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.live().UpstreamTimeout)
 	defer cancel()
 	var err error
 	if req.path.Kind == KindBlob {
@@ -85,9 +85,14 @@ func (h *Handler) verify(ctx context.Context, req *request, creds Credentials) e
 	case checkCached:
 		a.outcomes.WithLabelValues("cached").Inc()
 		return h.confirmObject(ctx, req, creds)
-	case checkFound, checkAbsent:
+	case checkFound:
 		a.outcomes.WithLabelValues("allowed").Inc()
 		return h.confirmObject(ctx, req, creds)
+	case checkAbsent:
+		// Not a grant: a registry that hides private repositories
+		// answers 404 to credentials without access, and a grant for the
+		// repository would open its cached content to them.
+		return upstreamError(t, err, notFoundCode(req))
 	case checkDenied:
 		a.outcomes.WithLabelValues("challenged").Inc()
 		return challenge("upstream %s refused these credentials for %s", t.Registry, t.Repository)
@@ -123,9 +128,9 @@ func (h *Handler) sharedCheck(ctx context.Context, req *request, creds Credentia
 		res, err := h.headObject(context.WithoutCancel(ctx), req.client, req)
 		now := a.opts.Now()
 		switch res {
-		case checkFound, checkAbsent:
+		case checkFound:
 			a.decisions.put(rk, true, now)
-			if dg := requestDigest(req); res == checkFound && dg != "" {
+			if dg := requestDigest(req); dg != "" {
 				a.decisions.put(objectKey(a, creds, repoID(req), dg), true, now)
 			}
 		case checkDenied:

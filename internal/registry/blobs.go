@@ -218,7 +218,9 @@ func (h *Handler) headBlobUpstream(w http.ResponseWriter, r *http.Request, req *
 
 // headFromPeer asks the cluster for a blob's size and type (Options.PeerHead).
 func (h *Handler) headFromPeer(ctx context.Context, req *request, dg digest.Digest) (upstream.Descriptor, error) {
-	if h.opts.PeerHead == nil {
+	if h.opts.PeerHead == nil || req.peer {
+		// A peer's HEAD is answered here or by the upstream, never
+		// forwarded to another member.
 		return upstream.Descriptor{}, errors.New("no cluster")
 	}
 	meta, err := h.opts.PeerHead(ctx, fetch.Request{Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository,

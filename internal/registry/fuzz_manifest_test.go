@@ -72,7 +72,7 @@ func FuzzManifestPath(f *testing.F) {
 			}
 		}
 		up.set(mode, content)
-		s.h.opts.MaxManifestBytes = max
+		s.h.setMaxManifestBytes(max)
 
 		rec := httptest.NewRecorder()
 		s.h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v2/fz.test/x/manifests/"+dg.String(), nil))

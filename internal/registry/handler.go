@@ -72,10 +72,28 @@ type Options struct {
 	Auth *Auth
 }
 
+// Live are the options a configuration reload changes while a Handler
+// runs. They are swapped atomically and read per request, so the Handler
+// (its tags/list slots, its overload log) lives as long as the server, and
+// the /v2/ and peer APIs, sharing one Handler, share one of each limit.
+type Live struct {
+	// DefaultRegistry serves names without a registry prefix.
+	DefaultRegistry string
+	// TagTTL is how long a tag resolution is trusted (0: always ask upstream).
+	TagTTL time.Duration
+	// UpstreamTimeout bounds a manifest or tag resolution upstream (default 60s).
+	UpstreamTimeout time.Duration
+	// MaxManifestBytes caps a manifest read from upstream, a peer or the
+	// store (0: 4 MiB, distribution's cap).
+	MaxManifestBytes int64
+}
+
 // Handler serves /v2/.
 type Handler struct {
-	opts   Options
-	router Router
+	opts Options
+	// cur holds the reloadable options (SetLive); opts keeps the rest.
+	cur    atomic.Pointer[Live]
+	lookup func(name string) (*upstream.Client, bool)
 	log    *slog.Logger
 	m      *metrics.Metrics
 	// manifests coalesces concurrent manifest and tag resolutions.
@@ -119,8 +137,35 @@ func New(opts Options) *Handler {
 	if h.referrers = opts.Referrers; h.referrers == nil {
 		h.referrers = NewReferrersCache(0, 0)
 	}
-	h.router = Router{Lookup: opts.Upstreams.Lookup, Default: opts.DefaultRegistry}
+	h.lookup = opts.Upstreams.Lookup
+	h.SetLive(Live{DefaultRegistry: opts.DefaultRegistry, TagTTL: opts.TagTTL,
+		UpstreamTimeout: opts.UpstreamTimeout, MaxManifestBytes: opts.MaxManifestBytes})
 	return h
+}
+
+// SetLive puts reloaded options into force for the requests that start
+// from now on; requests in flight finish with those they started with.
+// Safe for concurrent use.
+func (h *Handler) SetLive(l Live) {
+	if l.DefaultRegistry == "" {
+		l.DefaultRegistry = "docker.io"
+	}
+	if l.UpstreamTimeout <= 0 {
+		l.UpstreamTimeout = 60 * time.Second
+	}
+	h.cur.Store(&l)
+}
+
+// Live returns the reloadable options in force.
+func (h *Handler) Live() Live { return *h.cur.Load() }
+
+func (h *Handler) live() *Live { return h.cur.Load() }
+
+// route routes a repository name (and ?ns=) with the default registry in
+// force (Router.Route).
+func (h *Handler) route(name, ns string) (Target, *upstream.Client, error) {
+	r := Router{Lookup: h.lookup, Default: h.live().DefaultRegistry}
+	return r.Route(name, ns)
 }
 
 // request is one parsed API request.
@@ -172,7 +217,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p.Kind == KindUpload {
 			return newError(http.StatusMethodNotAllowed, CodeUnsupported, "uploads are not supported: berth is a read-only mirror")
 		}
-		t, c, err := h.router.Route(p.Name, r.URL.Query().Get("ns"))
+		t, c, err := h.route(p.Name, r.URL.Query().Get("ns"))
 		if err != nil {
 			return err
 		}

@@ -283,3 +283,10 @@ func (s *stack) do(t testing.TB, method, path string, hdr ...string) (*http.Resp
 func sha(b []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(b)) }
 
 func nilLogger() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// setMaxManifestBytes changes the manifest cap as a reload would.
+func (h *Handler) setMaxManifestBytes(n int64) {
+	l := h.Live()
+	l.MaxManifestBytes = n
+	h.SetLive(l)
+}

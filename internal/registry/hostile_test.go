@@ -154,7 +154,7 @@ func TestManifestCap(t *testing.T) {
 	for _, chunked := range []bool{false, true} {
 		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
 			s := newStack(t, newCountingUpstream(t), time.Minute)
-			s.h.opts.MaxManifestBytes = 4 << 10
+			s.h.setMaxManifestBytes(4 << 10)
 			s.addUpstream(t, "big.test", &scripted{body: big, contentType: ociManifest, chunked: chunked})
 			for _, ref := range []string{"v1", digest.FromBytes(big).String()} {
 				resp, body := s.do(t, "GET", "/v2/big.test/x/manifests/"+ref)
@@ -175,7 +175,7 @@ func TestManifestCap(t *testing.T) {
 		if resp, _ := s.do(t, "GET", ref); resp.StatusCode != 200 {
 			t.Fatalf("under the default cap: %d", resp.StatusCode)
 		}
-		s.h.opts.MaxManifestBytes = 4 << 10
+		s.h.setMaxManifestBytes(4 << 10)
 		if resp, body := s.do(t, "GET", ref); resp.StatusCode == 200 {
 			t.Errorf("over-cap stored manifest served: %d bytes", len(body))
 		}

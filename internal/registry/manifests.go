@@ -54,8 +54,8 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, req *req
 }
 
 func (h *Handler) maxManifestBytes() int64 {
-	if h.opts.MaxManifestBytes > 0 {
-		return h.opts.MaxManifestBytes
+	if m := h.live().MaxManifestBytes; m > 0 {
+		return m
 	}
 	return defaultMaxManifestBytes
 }
@@ -117,7 +117,7 @@ func (h *Handler) manifestByDigest(ctx context.Context, req *request, dg digest.
 func (h *Handler) fetchByDigest(ctx context.Context, req *request, dg digest.Digest) (manifest, error) {
 	v, err, _ := h.manifests.Do("m\x00"+req.target.String()+"\x00"+dg.String(), func() (any, error) {
 		// Detached: the result serves every waiter, not just the first client.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.UpstreamTimeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.live().UpstreamTimeout)
 		defer cancel()
 		return h.fetchManifest(fctx, req, dg.String())
 	})
@@ -155,7 +155,7 @@ func (h *Handler) fetchManifest(ctx context.Context, req *request, ref string) (
 func (h *Handler) manifestByTag(ctx context.Context, req *request, tag string) (manifest, error) {
 	t := req.target
 	known, kerr := h.opts.Store.Tag(t.Registry, t.Repository, tag)
-	if kerr == nil && h.opts.Now().Sub(known.Resolved) < h.opts.TagTTL {
+	if kerr == nil && h.opts.Now().Sub(known.Resolved) < h.live().TagTTL {
 		if m, ok, err := h.cachedManifest(req, known.Digest); ok && err == nil {
 			h.m.Cache.WithLabelValues("manifest", "hit").Inc()
 			return m, nil
@@ -196,7 +196,7 @@ func (e *resolveError) Unwrap() error { return e.err }
 func (h *Handler) resolveTag(ctx context.Context, req *request, tag string) (manifest, error) {
 	t := req.target
 	v, err, _ := h.manifests.Do("t\x00"+t.String()+"\x00"+tag, func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.UpstreamTimeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.live().UpstreamTimeout)
 		defer cancel()
 		m, err := h.headTag(fctx, req, tag)
 		if err != nil {

@@ -60,15 +60,19 @@ type Peer struct {
 	opts PeerOptions
 }
 
-// NewPeer returns the peer API over the same store, fetcher and upstreams
-// as the /v2/ handler. opts.PeerHead is ignored: a peer's HEAD is answered
+// NewPeer returns the peer API over a new Handler built from opts.
+// opts.PeerHead is not used for peer requests: a peer's HEAD is answered
 // here or by the upstream.
-func NewPeer(opts Options, popts PeerOptions) *Peer {
-	opts.PeerHead = nil
+func NewPeer(opts Options, popts PeerOptions) *Peer { return NewPeerFor(New(opts), popts) }
+
+// NewPeerFor returns the peer API served by h, the /v2/ handler: one gate,
+// one set of limits and one manifest cap for both APIs, and a reload
+// (Handler.SetLive) applies to both.
+func NewPeerFor(h *Handler, popts PeerOptions) *Peer {
 	if popts.Heartbeat <= 0 {
 		popts.Heartbeat = defaultHeartbeat
 	}
-	return &Peer{h: New(opts), opts: popts}
+	return &Peer{h: h, opts: popts}
 }
 
 // ServeHTTP implements the peer API.
@@ -142,7 +146,7 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The same routing rules as /v2/: only configured registries, checked
 	// before any connection is made.
-	t, c, err := p.h.router.Route(repository, registry)
+	t, c, err := p.h.route(repository, registry)
 	if err != nil {
 		return err
 	}
@@ -159,10 +163,7 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	if req.from = q.Get("from"); req.from == "" {
 		req.from = "peer"
 	}
-	if err := p.h.peerAllowed(r.Context(), req, verified); err != nil {
-		return err
-	}
-	if err := p.h.peerFetchAs(req, verified, r.Header.Get(PeerUpstreamTokenHeader)); err != nil {
+	if err := p.h.peerGate(r.Context(), req, r.Header.Get(PeerUpstreamTokenHeader)); err != nil {
 		return err
 	}
 	if kind == "blobs" {

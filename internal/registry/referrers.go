@@ -126,7 +126,7 @@ func (h *Handler) serveReferrers(w http.ResponseWriter, r *http.Request, req *re
 	key := t.String() + "\x00" + dg.String() + "\x00" + artifactType
 	cache := h.referrers
 	e, known := cache.get(key)
-	if !known || h.opts.Now().Sub(e.fetched) >= h.opts.TagTTL {
+	if !known || h.opts.Now().Sub(e.fetched) >= h.live().TagTTL {
 		fresh, err := h.fetchReferrers(r.Context(), req, key, dg, artifactType)
 		switch {
 		case err == nil:
@@ -165,7 +165,7 @@ func (h *Handler) serveReferrers(w http.ResponseWriter, r *http.Request, req *re
 // are returned unmapped, for stale-if-error.
 func (h *Handler) fetchReferrers(ctx context.Context, req *request, key string, dg digest.Digest, artifactType string) (referrersEntry, error) {
 	v, err, _ := h.manifests.Do("r\x00"+key, func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.opts.UpstreamTimeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.live().UpstreamTimeout)
 		defer cancel()
 		ref, err := req.client.GetReferrers(fctx, req.target.Repository, dg, artifactType, h.maxManifestBytes())
 		e := referrersEntry{key: key, body: ref.Body, filters: ref.FiltersApplied, fetched: h.opts.Now()}

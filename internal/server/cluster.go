@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/berth-mirror/berth/internal/admin"
 	"github.com/berth-mirror/berth/internal/cluster"
@@ -21,7 +20,6 @@ import (
 	"github.com/berth-mirror/berth/internal/fetch"
 	"github.com/berth-mirror/berth/internal/metrics"
 	"github.com/berth-mirror/berth/internal/registry"
-	"github.com/berth-mirror/berth/internal/store"
 )
 
 // clusterNode is this server's part in a cluster: membership, the asking
@@ -47,7 +45,7 @@ type clusterNode struct {
 
 // newClusterNode prepares the cluster when cluster.peer_bind is set (nil
 // otherwise); Start joins it.
-func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fetch.Coalescer, ups *Upstreams, m *metrics.Metrics, group *singleflight.Group, auth *registry.Auth) (*clusterNode, error) {
+func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m *metrics.Metrics) (*clusterNode, error) {
 	if !cfg.Cluster.Enabled() {
 		return nil, nil
 	}
@@ -66,18 +64,6 @@ func newClusterNode(cfg config.Config, log *slog.Logger, st *store.Store, fc *fe
 		// gives up on its upstream (and so ends the body) no later.
 		BodyIdle: cfg.UpstreamTimeout.D(),
 	})
-	// The peer API asks other members only whether they hold what it lacks
-	// (fetch.Request.From): a peer's request is never forwarded twice.
-	n.peer = registry.NewPeer(registry.Options{
-		Store: st, Fetcher: fc, Upstreams: ups, Metrics: m,
-		Source: n.fetcher.Wrap, PeerManifest: n.fetcher.Manifest,
-		DefaultRegistry: cfg.DefaultUpstream,
-		UpstreamTimeout: 2 * cfg.UpstreamTimeout.D(),
-		MaxHeaderBytes:  int(cfg.MaxHeaderBytes),
-		Logger:          log,
-		Manifests:       group,
-		Auth:            auth,
-	}, n.peerOptions())
 	m.Registry.MustRegister(n.m.Collectors()...)
 	m.Registry.MustRegister(cluster.MembersCollector(func() []cluster.Member {
 		if c := n.c.Load(); c != nil {
@@ -151,6 +137,17 @@ func (n *clusterNode) PeerHead() func(context.Context, fetch.Request) (fetch.Met
 		return nil
 	}
 	return n.fetcher.Head
+}
+
+// servePeersWith makes h, the /v2/ handler, serve the peer API too: the
+// owner's side asks the same gate and keeps the same limits and manifest
+// cap, reloads included. A peer's request is never forwarded twice: the
+// handler's cluster source asks other members only whether they hold what
+// it lacks (fetch.Request.From).
+func (n *clusterNode) servePeersWith(h *registry.Handler) {
+	if n != nil {
+		n.peer = registry.NewPeerFor(h, n.peerOptions())
+	}
 }
 
 // ServePeer serves r if it is a peer API request and reports whether it did.

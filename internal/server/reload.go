@@ -4,31 +4,33 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 
 	"github.com/berth-mirror/berth/internal/config"
+	"github.com/berth-mirror/berth/internal/registry"
 )
 
-// live is what a configuration reload swaps while the server runs.
+// live is what a configuration reload changes while the server runs.
 type live struct {
-	mu    sync.Mutex // serialises reloads
-	cfg   atomic.Pointer[config.Config]
-	v2    swapHandler
-	build func(config.Config) http.Handler // a registry handler for a config
-	load  func() (config.Config, error)
-	level *slog.LevelVar
+	mu  sync.Mutex // serialises reloads
+	cfg atomic.Pointer[config.Config]
+	// v2 is the registry handler, built once; setLive puts a
+	// configuration's live keys into force in it.
+	v2      *registry.Handler
+	setLive func(config.Config)
+	load    func() (config.Config, error)
+	level   *slog.LevelVar
 }
 
-// swapHandler serves with the handler last stored; a reload stores a new
-// one while requests in flight finish on the old.
-type swapHandler struct{ h atomic.Pointer[http.Handler] }
-
-func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
-
-func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	(*s.h.Load()).ServeHTTP(w, r)
+// liveOptions are the registry handler's reloadable options for cfg.
+func liveOptions(cfg config.Config) registry.Live {
+	return registry.Live{
+		DefaultRegistry:  cfg.DefaultUpstream,
+		TagTTL:           cfg.TagTTL.D(),
+		UpstreamTimeout:  2 * cfg.UpstreamTimeout.D(),
+		MaxManifestBytes: int64(cfg.MaxManifestBytes),
+	}
 }
 
 // SetReloader gives config.reload its source: load must read the
@@ -87,7 +89,7 @@ type effect int
 
 const (
 	effUpstreams  effect = iota // new upstream clients (Upstreams.Set)
-	effHandler                  // a new registry handler
+	effHandler                  // the registry handler's live options (registry.Live)
 	effStoreLimit               // Store.SetMaxBytes
 	effLogLevel                 // the logger's LevelVar
 )
@@ -132,8 +134,8 @@ func (s *Server) apply(eff config.Config, applied []string) error {
 			return err
 		}
 	}
-	if need[effHandler] && s.live.build != nil {
-		s.live.v2.set(s.live.build(eff))
+	if need[effHandler] && s.live.setLive != nil {
+		s.live.setLive(eff)
 	}
 	if need[effStoreLimit] {
 		s.Store.SetMaxBytes(int64(eff.MaxDisk))

@@ -90,9 +90,8 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	// One manifest coalescer shared by the /v2/ and peer APIs, so a manifest
 	// is fetched upstream once per node whichever API asked.
 	manifests := new(singleflight.Group)
-	auth := newAuth(cfg, st, m, log)              // shared by the /v2/ and peer APIs (private content)
-	referrers := registry.NewReferrersCache(0, 0) // kept across reloads
-	cl, err := newClusterNode(cfg, log, st, fc, ups, m, manifests, auth)
+	auth := newAuth(cfg, st, m, log) // shared by the /v2/ and peer APIs (private content)
+	cl, err := newClusterNode(cfg, log, fc, m)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -100,27 +99,29 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now(),
 		version: o.version, cluster: cl}
 	s.conns = newConnGate(cfg, log.With("component", "http"), func() { m.BadRequests.WithLabelValues(registry.CodeTooLarge).Inc() })
-	s.live.build = func(cfg config.Config) http.Handler {
-		return registry.New(registry.Options{
-			Auth:             auth,
-			Store:            st,
-			Fetcher:          fc,
-			Upstreams:        ups,
-			Metrics:          m,
-			DefaultRegistry:  cfg.DefaultUpstream,
-			TagTTL:           cfg.TagTTL.D(),
-			MaxManifestBytes: int64(cfg.MaxManifestBytes),
-			UpstreamTimeout:  2 * cfg.UpstreamTimeout.D(),
-			MaxHeaderBytes:   int(cfg.MaxHeaderBytes),
-			Logger:           log.With("component", "registry"),
-			Source:           cl.Source(),
-			PeerManifest:     cl.PeerManifest(),
-			PeerHead:         cl.PeerHead(),
-			Manifests:        manifests,
-			Referrers:        referrers,
-		})
-	}
-	s.live.v2.set(s.live.build(cfg))
+	// One registry handler for the life of the server, serving /v2/ and the
+	// peer API: one gate, one manifest cap, one set of limits (the tags/list
+	// slots); a reload swaps its live options (registry.Live).
+	v2 := registry.New(registry.Options{
+		Auth:             auth,
+		Store:            st,
+		Fetcher:          fc,
+		Upstreams:        ups,
+		Metrics:          m,
+		DefaultRegistry:  cfg.DefaultUpstream,
+		TagTTL:           cfg.TagTTL.D(),
+		MaxManifestBytes: int64(cfg.MaxManifestBytes),
+		UpstreamTimeout:  2 * cfg.UpstreamTimeout.D(),
+		MaxHeaderBytes:   int(cfg.MaxHeaderBytes),
+		Logger:           log.With("component", "registry"),
+		Source:           cl.Source(),
+		PeerManifest:     cl.PeerManifest(),
+		PeerHead:         cl.PeerHead(),
+		Manifests:        manifests,
+	})
+	s.live.v2 = v2
+	s.live.setLive = func(cfg config.Config) { v2.SetLive(liveOptions(cfg)) }
+	cl.servePeersWith(v2)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -138,7 +139,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 			return
 		}
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
-			s.live.v2.ServeHTTP(w, r)
+			v2.ServeHTTP(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
