@@ -89,8 +89,13 @@ func TestContainerdCRIPrivate(t *testing.T) {
 func testContainerdCRIPrivate(t *testing.T, tools map[string]string, cb containerdBuild) {
 	s := setupPrivate(t, tools)
 	ctd, hostsDir := startCRIContainerd(t, cb)
-	runBerthCmd(t, "configure-containerd", "--config-path", hostsDir, "--mirror-url", s.b.URL,
-		"--registry", "registry.test:5000=http://127.0.0.1:9")
+	// The config this containerd runs with (version 2 for 1.6, 3 for 2.x)
+	// names hostsDir where it reads it: configure-containerd has nothing to say.
+	out := runBerthCmd(t, "configure-containerd", "--config-path", hostsDir, "--mirror-url", s.b.URL,
+		"--registry", "registry.test:5000=http://127.0.0.1:9", "--containerd-config", filepath.Join(ctd.dir, "config.toml"))
+	if strings.Contains(out, "warning") {
+		t.Errorf("configure-containerd warns about a working containerd config:\n%s", out)
+	}
 	crictl := func(args ...string) (string, error) { return ctd.crictl(t, tools["crictl"], args...) }
 	ref := "registry.test:5000/team/app:v1"
 	if out, err := crictl("pull", ref); err == nil {
