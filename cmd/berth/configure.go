@@ -24,6 +24,10 @@ first. --undo restores the backups and removes berth's files.
 Registries: those of --config (built-ins plus its upstreams) when given, plus
 every --registry; with neither, the built-in registries.
 
+It then reads containerd's own config (--containerd-config; version 2 or 3)
+and warns when the CRI plugin would not read --config-path: config_path
+missing or different in the section containerd reads for that version.
+
 flags:
 `
 
@@ -44,6 +48,7 @@ func runConfigureContainerd(args []string, stdout, stderr io.Writer) int {
 	undo := fs.Bool("undo", false, "restore backups and remove berth's hosts.toml files")
 	dataDir := fs.String("data-dir", "", "also create `DIR` (berth's data dir) and give it to --data-owner")
 	dataOwner := fs.String("data-owner", "65532:65532", "`UID:GID` that owns --data-dir")
+	ctdConfig := fs.String("containerd-config", hostsconf.DefaultContainerdConfig, "containerd's config `FILE`, checked for config_path (empty: no check)")
 	var extra []string
 	fs.Func("registry", "`NAME=URL` registry as containerd names it and its real endpoint (repeatable)", func(s string) error {
 		if _, _, ok := strings.Cut(s, "="); !ok {
@@ -78,6 +83,11 @@ func runConfigureContainerd(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.Registries = regs
 		res, err = hostsconf.Configure(opts)
+		if err == nil && *ctdConfig != "" {
+			var problems []string
+			problems, err = hostsconf.CheckContainerdConfig(*ctdConfig, opts.ConfigPath)
+			res.Warnings = append(res.Warnings, problems...)
+		}
 	}
 	printResult(stdout, stderr, res)
 	if err != nil {

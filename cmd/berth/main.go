@@ -22,6 +22,7 @@ Usage:
                                       (a URL without a path, e.g. http://127.0.0.1:5000, probes /readyz)
   berth ctl [--socket PATH] COMMAND   control a running berth (berth ctl -h for commands)
   berth configure-containerd [flags]  write containerd hosts.toml files pointing at berth
+  berth configure-registries [flags]  write a registries.conf.d drop-in (CRI-O, podman, buildah) pointing at berth
   berth version                       print the version
 `
 
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runHealth(args[1:], stdout, stderr)
 	case "configure-containerd":
 		return runConfigureContainerd(args[1:], stdout, stderr)
+	case "configure-registries":
+		return runConfigureRegistries(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "berth", version)
 		return 0

@@ -94,6 +94,7 @@ func (s *Service) repository(name string) string {
 	r := registry.Router{
 		Known:   func(n string) bool { _, ok := cfg.Upstreams[n]; return ok },
 		Default: cfg.DefaultUpstream,
+		Prefix:  cfg.PrefixOwner,
 	}
 	if t, err := r.Resolve(name, ""); err == nil {
 		return t.String()

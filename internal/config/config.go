@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -106,6 +107,12 @@ type Upstream struct {
 	// PasswordFile, if set, holds the password (e.g. a mounted Kubernetes
 	// Secret); read at start-up and on config.reload.
 	PasswordFile string `yaml:"password_file"`
+	// Prefix, if set, is a second name for this upstream as the first path
+	// segment of a repository (berth:5000/corp/team/app), for clients whose
+	// image references cannot name a registry with a port. One component of
+	// lower-case letters, digits, '_' and '-' (no '.' or ':', so it never reads
+	// as a registry host); empty: none.
+	Prefix string `yaml:"prefix"`
 }
 
 // Log configures the logger.
@@ -245,6 +252,9 @@ func (c *Config) Validate() error {
 			return &Error{Key: "upstreams." + n + ".url", Value: u.URL, Expected: "an http:// or https:// URL with a host and no path, query or credentials"}
 		}
 	}
+	if err := c.validatePrefixes(names); err != nil {
+		return err
+	}
 	if _, ok := c.Upstreams[c.DefaultUpstream]; !ok {
 		return &Error{Key: "default_upstream", Value: c.DefaultUpstream, Expected: "the name of a configured or built-in upstream"}
 	}
@@ -308,6 +318,50 @@ func validateURL(s string) error {
 		return errors.New("shape")
 	}
 	return nil
+}
+
+var prefixRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*$`)
+
+// ValidPrefix reports whether s can be an upstream's prefix: one repository
+// path component without '.', so that it never reads as a registry host.
+func ValidPrefix(s string) bool {
+	return len(s) <= 64 && s != "localhost" && prefixRE.MatchString(s)
+}
+
+// validatePrefixes checks each upstream's prefix and that no two share one.
+func (c *Config) validatePrefixes(sorted []string) error {
+	owner := map[string]string{}
+	for _, n := range sorted {
+		p := c.Upstreams[n].Prefix
+		if p == "" {
+			continue
+		}
+		key := "upstreams." + n + ".prefix"
+		if !ValidPrefix(p) {
+			return &Error{Key: key, Value: p, Expected: "one path component of a-z, 0-9, '_' and '-' (no '.' or ':'), such as corp"}
+		}
+		if o, dup := owner[p]; dup {
+			return &Error{Key: key, Value: p, Expected: "a prefix no other upstream has (upstreams." + o + ".prefix has it)"}
+		}
+		if _, dup := c.Upstreams[p]; dup {
+			return &Error{Key: key, Value: p, Expected: "a prefix that is not the name of an upstream"}
+		}
+		owner[p] = n
+	}
+	return nil
+}
+
+// PrefixOwner returns the name of the upstream whose prefix is p.
+func (c *Config) PrefixOwner(p string) (string, bool) {
+	if p == "" {
+		return "", false
+	}
+	for n, u := range c.Upstreams {
+		if u.Prefix == p {
+			return n, true
+		}
+	}
+	return "", false
 }
 
 // ValidRegistryName reports whether s looks like a registry host[:port].

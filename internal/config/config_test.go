@@ -131,6 +131,17 @@ func TestValidate(t *testing.T) {
 		{"log.level", func(c *Config) { c.Log.Level = "loud" }},
 		{"admin.max_message_bytes", func(c *Config) { c.Admin.MaxMessageBytes = 10 }},
 		{"fetch_timeout", func(c *Config) { c.FetchTimeout = 0 }},
+		{"upstreams.x.test:5000.prefix", func(c *Config) { c.Upstreams["x.test:5000"] = Upstream{URL: "https://h", Prefix: "x.test"} }},
+		{"upstreams.x.test:5000.prefix", func(c *Config) { c.Upstreams["x.test:5000"] = Upstream{URL: "https://h", Prefix: "Corp"} }},
+		{"upstreams.x.test:5000.prefix", func(c *Config) { c.Upstreams["x.test:5000"] = Upstream{URL: "https://h", Prefix: "localhost"} }},
+		{"upstreams.x.test:5000.prefix", func(c *Config) {
+			c.Upstreams["x.test:5000"] = Upstream{URL: "https://h", Prefix: "corp"}
+			c.Upstreams["corp"] = Upstream{URL: "https://h"}
+		}},
+		{"upstreams.y.test:5000.prefix", func(c *Config) {
+			c.Upstreams["x.test:5000"] = Upstream{URL: "https://h", Prefix: "corp"}
+			c.Upstreams["y.test:5000"] = Upstream{URL: "https://h", Prefix: "corp"}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
@@ -141,6 +152,40 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want key %s", err, tt.key)
 			}
 		})
+	}
+}
+
+// TestUpstreamPrefix: a prefix from the file or the environment, valid ones
+// accepted.
+func TestUpstreamPrefix(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "berth.yaml")
+	if err := os.WriteFile(file, []byte("upstreams:\n  registry.corp:5000: {url: http://127.0.0.1:5001, prefix: corp}\n  b.test:5000: {url: http://127.0.0.1:5002}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"BERTH_UPSTREAMS_B_TEST_5000_PREFIX": "b_test-5000"}
+	c, err := Load(file, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Upstreams["registry.corp:5000"].Prefix; p != "corp" {
+		t.Errorf("prefix from the file = %q, want corp", p)
+	}
+	if p := c.Upstreams["b.test:5000"].Prefix; p != "b_test-5000" {
+		t.Errorf("prefix from BERTH_UPSTREAMS_B_TEST_5000_PREFIX = %q", p)
+	}
+	for _, p := range []string{"corp", "a1", "team_x", "x--y"} {
+		if !ValidPrefix(p) {
+			t.Errorf("ValidPrefix(%q) = false", p)
+		}
+	}
+	for _, p := range []string{"", "a.b", "a:1", "a/b", "-a", "A", "localhost", strings.Repeat("a", 65)} {
+		if ValidPrefix(p) {
+			t.Errorf("ValidPrefix(%q) = true", p)
+		}
 	}
 }
 

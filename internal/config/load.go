@@ -221,8 +221,10 @@ func applyUpstreams(c *Config, n *yaml.Node) error {
 				u.Password = val
 			case "password_file":
 				u.PasswordFile = val
+			case "prefix":
+				u.Prefix = val
 			default:
-				e := unknownKey(key+"."+k, "one of url, username, password, password_file")
+				e := unknownKey(key+"."+k, "one of url, username, password, password_file, prefix")
 				e.Where = fmt.Sprintf("line %d", v.Content[j].Line)
 				return e
 			}

@@ -41,8 +41,8 @@ func (c *Config) validatePrivate() error {
 }
 
 // UpstreamEnvPrefix is the start of the environment variables that carry an
-// upstream's credentials: BERTH_UPSTREAMS_<NAME>_USERNAME, _PASSWORD and
-// _PASSWORD_FILE, NAME being the registry name in upper case with every
+// upstream's credentials and prefix: BERTH_UPSTREAMS_<NAME>_USERNAME, _PASSWORD,
+// _PASSWORD_FILE and _PREFIX, NAME being the registry name in upper case with every
 // character other than a letter or digit replaced by "_"
 // (registry.example.com:5000 -> REGISTRY_EXAMPLE_COM_5000).
 func UpstreamEnvPrefix(name string) string {
@@ -55,7 +55,7 @@ func UpstreamEnvPrefix(name string) string {
 	return "BERTH_UPSTREAMS_" + m + "_"
 }
 
-// applyUpstreamSecrets takes upstream credentials from the environment and
+// applyUpstreamSecrets takes upstream credentials (and prefixes) from the environment and
 // reads password files, so a Kubernetes Secret (env or mounted file) can
 // supply them instead of the YAML. It runs after the file and BERTH_UPSTREAMS,
 // so it applies to every upstream named by either.
@@ -76,6 +76,9 @@ func applyUpstreamSecrets(c *Config, getenv func(string) (string, bool)) error {
 		}
 		if v, ok := getenv(p + "PASSWORD_FILE"); ok {
 			u.PasswordFile = v
+		}
+		if v, ok := getenv(p + "PREFIX"); ok {
+			u.Prefix = v
 		}
 		if u.PasswordFile != "" {
 			pw, err := readPasswordFile(n, u)

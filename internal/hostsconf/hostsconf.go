@@ -1,6 +1,7 @@
-// Package hostsconf points a node's containerd at berth by writing containerd
-// hosts.toml files (one per registry under containerd's certs.d directory) and
-// takes them away again.
+// Package hostsconf points a node's runtimes at berth, and takes them away
+// again: containerd by writing hosts.toml files (one per registry under
+// containerd's certs.d directory), CRI-O, podman and buildah by writing a
+// containers-registries.conf.d drop-in (registries.go).
 //
 // Each file names berth as the first host to try and the real registry as the
 // fallback `server`, so when berth is down containerd pulls as if berth were not

@@ -31,6 +31,11 @@ type Router struct {
 	Known func(name string) bool
 	// Default is the registry for names without a registry prefix.
 	Default string
+	// Prefix maps an upstream's prefix (upstreams.NAME.prefix: a first path
+	// segment without '.' or ':' that stands for a registry) to the
+	// registry's name. When nil, a Lookup of the segment answers: a client
+	// whose Name differs from the segment was found by its prefix.
+	Prefix func(segment string) (registry string, ok bool)
 }
 
 // dockerHubAliases are other names clients use for docker.io.
@@ -71,6 +76,11 @@ func (r *Router) Route(name, ns string) (Target, *upstream.Client, error) {
 		t = Target{Registry: CanonicalRegistry(first), Repository: rest}
 	default:
 		t = Target{Registry: r.Default, Repository: name}
+		if hasRest {
+			if reg := r.prefixed(first); reg != "" {
+				t = Target{Registry: reg, Repository: rest}
+			}
+		}
 	}
 	var c *upstream.Client
 	var ok bool
@@ -89,6 +99,22 @@ func (r *Router) Route(name, ns string) (Target, *upstream.Client, error) {
 		t.Repository = "library/" + t.Repository
 	}
 	return t, c, nil
+}
+
+// prefixed returns the registry an upstream prefix stands for, or "".
+func (r *Router) prefixed(segment string) string {
+	if r.Prefix != nil {
+		if reg, ok := r.Prefix(segment); ok {
+			return reg
+		}
+		return ""
+	}
+	if r.Lookup != nil {
+		if c, ok := r.Lookup(segment); ok && c != nil && c.Name() != segment {
+			return c.Name()
+		}
+	}
+	return ""
 }
 
 // validateRepository checks a repository with no registry prefix.

@@ -296,6 +296,7 @@ func (s *Server) flushLoop(ctx context.Context, done chan<- struct{}) {
 type Upstreams struct {
 	mu        sync.RWMutex
 	m         map[string]*upstream.Client
+	prefixes  map[string]*upstream.Client // upstreams.NAME.prefix -> NAME's client
 	userAgent string
 }
 
@@ -309,6 +310,7 @@ func NewUpstreams(cfg config.Config, log *slog.Logger, userAgent string) (*Upstr
 // Set replaces the clients from cfg.
 func (u *Upstreams) Set(cfg config.Config, log *slog.Logger) error {
 	m := make(map[string]*upstream.Client, len(cfg.Upstreams))
+	prefixes := map[string]*upstream.Client{}
 	base := upstream.NewTransport(cfg.UpstreamTimeout.D())
 	for name, ep := range cfg.Upstreams {
 		c, err := upstream.New(upstream.Endpoint{Name: name, URL: ep.URL, Username: ep.Username, Password: ep.Password},
@@ -323,18 +325,25 @@ func (u *Upstreams) Set(cfg config.Config, log *slog.Logger) error {
 			return fmt.Errorf("config: upstreams.%s: %w", name, err)
 		}
 		m[name] = c
+		if ep.Prefix != "" {
+			prefixes[ep.Prefix] = c
+		}
 	}
 	u.mu.Lock()
-	u.m = m
+	u.m, u.prefixes = m, prefixes
 	u.mu.Unlock()
 	return nil
 }
 
-// Lookup implements registry.Upstreams.
+// Lookup implements registry.Upstreams: the client of a registry name, or of
+// the registry whose prefix name is (its Name then differs from name).
 func (u *Upstreams) Lookup(name string) (*upstream.Client, bool) {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
-	c, ok := u.m[name]
+	if c, ok := u.m[name]; ok {
+		return c, true
+	}
+	c, ok := u.prefixes[name]
 	return c, ok
 }
 
