@@ -18,6 +18,14 @@
 # metric series), 32 connections holding ~60 KB of unfinished headers until
 # the phase ends, and one admin batch of 2000 status calls (must be refused
 # with -32600; needs python3, else skipped with a note).
+# Then, once, a state phase (STATE=1) against a fresh berth that also mirrors
+# a Basic-auth docker-registry (htpasswd): 3,000 requests to one of its
+# private repositories, each with a distinct wrong password, then 10,000
+# anonymous requests each for a distinct unknown repository of it (each
+# answered 401 upstream: the answer that makes berth remember a private
+# repository). It records peak RSS, peak open fds (/proc/PID/fd), peak
+# established connections to the private upstream and meta.db growth, against
+# the goals RSS <= 64 MiB, fds <= 256, meta.db growth <= 512 KiB.
 # It prints Markdown tables and exits non-zero if a body failed verification,
 # berth died, or an OOM kill occurred.
 #
@@ -39,6 +47,8 @@
 #   TMPBASE=/var/tmp where the temp dir goes: must be disk-backed, not tmpfs
 #   KEEP=1           keep the temp dir (logs, strace output, per-run results)
 #   STRICT=1         also exit non-zero if the memory goal is not met
+#   STATE=1          run the state phase (0: skip it); SIZES=none runs it alone
+#   CREDS=3000 REPOS=10000  its request counts  FLOOD_C=32  its concurrency
 #   OUT=FILE         also write the report to FILE
 # Needs root (cgroups), go, docker-registry, curl, ss; strace for STRACE=1.
 set -euo pipefail
@@ -69,6 +79,11 @@ KEEP=${KEEP:-0}
 STRICT=${STRICT:-0}
 REV=${REV:-}
 OUT=${OUT:-}
+STATE=${STATE:-1}
+CREDS=${CREDS:-3000}
+REPOS=${REPOS:-10000}
+FLOOD_C=${FLOOD_C:-32}
+if [[ $SIZES == none ]]; then SIZES= CLIENTS=1; fi
 TMPBASE=${TMPBASE:-/var/tmp}
 MAXN=$(tr ' ' '\n' <<<"$CLIENTS" | sort -n | tail -1)
 
@@ -77,7 +92,7 @@ log() { echo "[$(date +%T)] $*" >&2; }
 mib() { awk -v b="$1" 'BEGIN { if (b < 0 || b == "") print "n/a"; else printf "%.1f", b / 1048576 }'; }
 
 [[ $(id -u) == 0 ]] || die "needs root (memory cgroups, clear_refs)"
-for c in go docker-registry curl ss; do command -v "$c" >/dev/null || die "$c not found (see /work/shared/TESTING.md, Install)"; done
+for c in go docker-registry curl ss htpasswd; do command -v "$c" >/dev/null || die "$c not found (see /work/shared/TESTING.md, Install)"; done
 if [[ $STRACE == 1 ]] && ! command -v strace >/dev/null; then
 	die "strace not found: apt-get install -y strace, or STRACE=0"
 fi
@@ -85,7 +100,7 @@ fi
 	die "TMPBASE=$TMPBASE is tmpfs: the store's pages would be unreclaimable shmem charged to the cgroup"
 
 TMP=$(mktemp -d "$TMPBASE/berth-bench.XXXXXX")
-BPID= RPID= SPID= CG=
+BPID= RPID= PRPID= SPID= CG=
 cleanup() {
 	local rc=$?
 	set +e
@@ -97,6 +112,7 @@ cleanup() {
 		wait "$BPID" 2>/dev/null
 	fi
 	if [[ -n $RPID ]]; then kill -TERM "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null; fi
+	if [[ -n $PRPID ]]; then kill -TERM "$PRPID" 2>/dev/null && wait "$PRPID" 2>/dev/null; fi
 	[[ -n $CG && -d $CG ]] && cg_remove
 	if [[ $KEEP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
 	exit "$rc"
@@ -167,7 +183,8 @@ else
 	(cd "$ROOT" && go build -o "$TMP/berth" ./cmd/berth)
 	BUILT="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown) (work tree)"
 fi
-(cd "$ROOT" && go build -o "$TMP/pullers" ./bench/cmd/pullers && go build -o "$TMP/pusher" ./bench/cmd/pusher)
+(cd "$ROOT" && go build -o "$TMP/pullers" ./bench/cmd/pullers && go build -o "$TMP/pusher" ./bench/cmd/pusher &&
+	go build -o "$TMP/flood" ./bench/cmd/flood)
 
 # --- upstream
 RPORT=$(free_port)
@@ -186,6 +203,24 @@ for s in $SIZES; do
 	log "pushing a random ${s} MiB blob to 127.0.0.1:$RPORT/test/big:${s}m"
 	DIGEST[$s]=$("$TMP/pusher" -registry "http://127.0.0.1:$RPORT" -repo test/big -size $((s << 20)) -seed "$s" -tag "${s}m")
 done
+# A second upstream with Basic auth: every repository of it is private.
+PPORT=$(free_port)
+mkdir -p "$TMP/private"
+htpasswd -Bbn alice right-password >"$TMP/private/htpasswd" 2>/dev/null
+cat >"$TMP/private/config.yml" <<EOF
+version: 0.1
+log: {level: warn, formatter: text}
+storage: {filesystem: {rootdirectory: $TMP/private/data}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$PPORT}
+auth: {htpasswd: {realm: bench, path: $TMP/private/htpasswd}}
+EOF
+docker-registry serve "$TMP/private/config.yml" >"$TMP/private.log" 2>&1 &
+PRPID=$!
+for _ in $(seq 300); do
+	[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PPORT/v2/") == 401 ]] && break
+	kill -0 "$PRPID" 2>/dev/null || die "the private docker-registry exited early (logs in $TMP)"
+	sleep 0.05
+done
 upstream_gets() { grep -c "\"GET /v2/test/big/blobs/$1 " "$TMP/registry.log" || true; }
 
 # --- berth
@@ -195,7 +230,8 @@ start_berth() { # data-dir log
 	BPORT=$(free_port)
 	env "${env[@]}" bash -c 'echo $$ >"$1/cgroup.procs" && exec "${@:2}"' _ "$CG" "$TMP/berth" serve \
 		--listen "127.0.0.1:$BPORT" --data-dir "$1" --admin-socket "$TMP/admin.sock" \
-		--upstream "registry.test=http://127.0.0.1:$RPORT" --default-upstream registry.test \
+		--upstream "registry.test=http://127.0.0.1:$RPORT" --upstream "priv.test=http://127.0.0.1:$PPORT" \
+		--default-upstream registry.test \
 		--log-format text >"$2" 2>&1 &
 	BPID=$!
 	wait_http "http://127.0.0.1:$BPORT/readyz" "$BPID" berth
@@ -374,6 +410,45 @@ for s in $SIZES; do
 		cg_remove
 	done
 done
+
+# state_flood WHAT URL USER PASSWORD N: one flood of the state phase; its
+# peaks of RSS, fds and upstream connections, and how much meta.db grew.
+STATE_ROWS=()
+declare -A STATE_RSS=() STATE_FDS=() STATE_DB=()
+state_flood() {
+	local what=$1 out="$TMP/state-${1// /-}.env" hwm db0 db1
+	echo 5 >"/proc/$BPID/clear_refs"
+	db0=$(stat -c %s "$TMP/data-state/meta.db")
+	"$TMP/flood" -url "$2" -user "$3" -password "$4" -n "$5" -c "$FLOOD_C" -pid "$BPID" -upstream-port "$PPORT" \
+		>"$out" 2>"$out.err" || log "  flood: $(head -c 300 "$out.err")"
+	declare -A R=()
+	while IFS='=' read -r k v; do R[$k]=$v; done <"$out"
+	hwm=-1
+	kill -0 "$BPID" 2>/dev/null && hwm=$(status_bytes "$BPID" VmHWM)
+	db1=$(stat -c %s "$TMP/data-state/meta.db")
+	STATE_RSS[$what]=$hwm STATE_FDS[$what]=${R[PEAK_FDS]:-999999} STATE_DB[$what]=$((db1 - db0))
+	STATE_ROWS+=("| $what | $5 | ${R[CODES]:-none} | ${R[ELAPSED_S]:-n/a} | $(mib "$hwm") | ${R[PEAK_FDS]:-n/a} | ${R[PEAK_UPSTREAM_CONNS]:-n/a} | $(((db1 - db0) >> 10)) |")
+	log "state $what x $5: ${R[CODES]:-none} in ${R[ELAPSED_S]:-?} s, peak RSS $(mib "$hwm") MiB, fds ${R[PEAK_FDS]:-?}, upstream conns ${R[PEAK_UPSTREAM_CONNS]:-?}, meta.db +$(((db1 - db0) >> 10)) KiB"
+}
+if [[ $STATE == 1 ]]; then
+	cg_create
+	mkdir "$TMP/data-state"
+	start_berth "$TMP/data-state" "$TMP/berth-state.log"
+	sleep 1
+	STATE_IDLE=$(status_bytes "$BPID" VmRSS)
+	log "state phase: berth $BPID, idle RSS $(mib "$STATE_IDLE") MiB, $FLOOD_C requests at a time"
+	state_flood "wrong credentials" "http://127.0.0.1:$BPORT/v2/priv.test/secret/app/manifests/latest" alice 'wrong-%d' "$CREDS"
+	state_flood "unknown repositories" "http://127.0.0.1:$BPORT/v2/priv.test/unknown/r%d/manifests/latest" "" "" "$REPOS"
+	sleep 1
+	STATE_FDS_AFTER=$(find "/proc/$BPID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+	STATE_CONNS_AFTER=$(awk -v p="$(printf ':%04X' "$PPORT")" '$3 ~ p"$" && $4 == "01" { n++ } END { print n + 0 }' "/proc/$BPID/net/tcp" "/proc/$BPID/net/tcp6")
+	STATE_GOROUTINES=$(curl -s "http://127.0.0.1:$BPORT/metrics" | awk '$1 == "go_goroutines" { print $2 }')
+	log "state phase, 1 s after: fds $STATE_FDS_AFTER, upstream connections $STATE_CONNS_AFTER, goroutines $STATE_GOROUTINES"
+	OOMS=$((OOMS + $(cg_oom_kills)))
+	stop_berth
+	[[ $BRC == 0 ]] || { log "berth exited with status $BRC"; FAILED=$((FAILED + 1)); }
+	cg_remove
+fi
 ELAPSED=$(($(date +%s) - START)) LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- goal: peak RSS <= 48 MiB at 512 MiB x 64 (cold and warm); RSS at 512 MiB within 10% of 64 MiB
@@ -396,6 +471,12 @@ for n in $CLIENTS; do
 			GOAL+=("- RSS 512 MiB vs 64 MiB, $n clients, $phase: $(mib "$b") vs $(mib "$a") MiB ($(awk -v a="$a" -v b="$b" 'BEGIN { printf "%+.1f%%", (b / a - 1) * 100 }'), goal within +10%): $ok")
 		fi
 	done
+done
+for what in "${!STATE_RSS[@]}"; do
+	ok=$(awk -v r="${STATE_RSS[$what]}" -v f="${STATE_FDS[$what]}" -v d="${STATE_DB[$what]}" \
+		'BEGIN { print (r > 0 && r <= 64 * 1048576 && f <= 256 && d <= 512 * 1024) ? "yes" : "no" }')
+	[[ $ok == yes ]] || goal_ok=no
+	GOAL+=("- $what: peak RSS $(mib "${STATE_RSS[$what]}") MiB (goal <= 64), fds ${STATE_FDS[$what]} (<= 256), meta.db +$((STATE_DB[$what] >> 10)) KiB (<= 512): $ok")
 done
 GOAL+=("- OOM kills: $OOMS (goal 0)")
 [[ $OOMS == 0 ]] || goal_ok=no
@@ -420,6 +501,14 @@ report() {
 		echo "| size | clients | body MiB served | sendfile calls | sendfile MiB | read calls | read MiB | write calls | write MiB | pread64 calls | other | verified |"
 		echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 		printf '%s\n' "${STRACE_ROWS[@]}"
+	fi
+	if [[ ${#STATE_ROWS[@]} -gt 0 ]]; then
+		echo
+		echo "State phase: one fresh berth (idle RSS $(mib "$STATE_IDLE") MiB), $FLOOD_C requests at a time to the Basic-auth upstream priv.test, peaks sampled every 50 ms; 1 s after both floods: $STATE_FDS_AFTER fds, $STATE_CONNS_AFTER upstream connections, $STATE_GOROUTINES goroutines."
+		echo
+		echo "| flood | requests | answers | elapsed s | peak RSS MiB | peak fds | peak upstream conns | meta.db growth KiB |"
+		echo "|---|---|---|---|---|---|---|---|"
+		printf '%s\n' "${STATE_ROWS[@]}"
 	fi
 	echo
 	echo "Goal met: $goal_ok"
