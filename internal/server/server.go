@@ -307,7 +307,8 @@ func NewUpstreams(cfg config.Config, log *slog.Logger, userAgent string) (*Upstr
 	return u, u.Set(cfg, log)
 }
 
-// Set replaces the clients from cfg.
+// Set replaces the clients from cfg, closing the idle connections of those
+// it replaces.
 func (u *Upstreams) Set(cfg config.Config, log *slog.Logger) error {
 	m := make(map[string]*upstream.Client, len(cfg.Upstreams))
 	prefixes := map[string]*upstream.Client{}
@@ -330,8 +331,15 @@ func (u *Upstreams) Set(cfg config.Config, log *slog.Logger) error {
 		}
 	}
 	u.mu.Lock()
+	old := u.m
 	u.m, u.prefixes = m, prefixes
 	u.mu.Unlock()
+	// The replaced clients' pools (shared by every client derived from
+	// them) are not used for new requests: close what is idle now; what is
+	// in flight finishes and is closed after the pool's IdleConnTimeout.
+	for _, c := range old {
+		c.CloseIdleConnections()
+	}
 	return nil
 }
 

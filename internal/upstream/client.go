@@ -75,12 +75,19 @@ type Client struct {
 	base string // scheme://host
 	auth authn.Authenticator
 	opts Options
-	rt   http.RoundTripper
+	// rt is the guarded transport: one connection pool per endpoint, shared
+	// by every client derived from the one New returned (WithAuthenticator):
+	// only the authenticator differs between them.
+	rt http.RoundTripper
+	// pool is the *http.Transport under rt (nil when Options.Transport is
+	// another RoundTripper), for CloseIdleConnections.
+	pool *http.Transport
 	// guard holds every request for this upstream to its scheme and
 	// address policy, redirects included.
 	guard *guard
 
-	mu    sync.Mutex
+	mu sync.Mutex
+	// repos: at most maxTransports entries per client, each for transportTTL.
 	repos map[string]*repoTransport
 	// auths coalesces the ping and token exchange of concurrent first
 	// requests for one repository.
@@ -138,7 +145,7 @@ func New(ep Endpoint, opts Options) (*Client, error) {
 		auth = authn.FromConfig(authn.AuthConfig{Username: ep.Username, Password: ep.Password})
 	}
 	g := newGuard(ep.Name, u, opts.Classify)
-	rt := g.wrap(opts.Transport, opts.Timeout)
+	rt, pool := g.wrap(opts.Transport, opts.Timeout)
 	if opts.UserAgent != "" {
 		rt = transport.NewUserAgent(rt, opts.UserAgent)
 	}
@@ -149,6 +156,7 @@ func New(ep Endpoint, opts Options) (*Client, error) {
 		auth:  auth,
 		opts:  opts,
 		rt:    rt,
+		pool:  pool,
 		guard: g,
 		repos: make(map[string]*repoTransport),
 	}, nil
@@ -168,6 +176,15 @@ func NewTransport(timeout time.Duration) *http.Transport {
 		ResponseHeaderTimeout:  timeout,
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: maxResponseHeader,
+	}
+}
+
+// CloseIdleConnections closes the idle connections of the endpoint's pool,
+// which every client derived from this one shares: for a client no longer
+// used (replaced at a reload). In-flight requests are not disturbed.
+func (c *Client) CloseIdleConnections() {
+	if c.pool != nil {
+		c.pool.CloseIdleConnections()
 	}
 }
 

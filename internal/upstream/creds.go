@@ -11,25 +11,35 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
-// WithAuthenticator returns a client for the same registry, endpoint, base
-// transport and options that authenticates with a instead of the configured
-// credential: anonymous (authn.Anonymous), or a client's own credentials for
-// a private repository. It shares c's connections but keeps its own
-// per-repository auth transports (ping, token exchange), so tokens obtained
-// with one credential are never used for another. The caller bounds how
-// long it keeps the result; nothing of a is logged or written anywhere.
+// WithAuthenticator returns a client for the same registry, endpoint and
+// options that authenticates with a instead of the configured credential:
+// anonymous (authn.Anonymous), a client's own credentials for a private
+// repository, or a peer's bearer token. It shares c's connection pool and
+// address guard (one per endpoint, made by New: the number of credentials
+// seen does not multiply connections, descriptors or goroutines) but keeps
+// its own per-repository auth transports (ping, token exchange), so tokens
+// obtained with one credential are never used for another. It owns no
+// connection: a derived client that is dropped leaves nothing open, and the
+// pool keeps at most its MaxIdleConnsPerHost idle connections per host. The
+// caller bounds how long it keeps the result; nothing of a is logged or
+// written anywhere. The error is always nil (kept for callers).
 func (c *Client) WithAuthenticator(a authn.Authenticator) (*Client, error) {
-	ep := c.ep
-	ep.Username, ep.Password = "", ""
-	n, err := New(ep, c.opts)
-	if err != nil {
-		return nil, err
-	}
 	if a == nil {
 		a = authn.Anonymous
 	}
-	n.auth = a
-	return n, nil
+	ep := c.ep
+	ep.Username, ep.Password = "", ""
+	return &Client{
+		ep:    ep,
+		reg:   c.reg,
+		base:  c.base,
+		auth:  a,
+		opts:  c.opts,
+		rt:    c.rt,
+		pool:  c.pool,
+		guard: c.guard,
+		repos: make(map[string]*repoTransport),
+	}, nil
 }
 
 // HasCredentials reports whether the client authenticates with a configured
@@ -72,7 +82,8 @@ func (c *Client) PullToken(ctx context.Context, repo string) (string, time.Durat
 }
 
 // WithRegistryToken returns a client that authenticates with a bearer token
-// another node obtained (PullToken) instead of credentials.
+// another node obtained (PullToken) instead of credentials. A client made
+// for a refreshed token shares the same pool (WithAuthenticator).
 func (c *Client) WithRegistryToken(token string) (*Client, error) {
 	return c.WithAuthenticator(authn.FromConfig(authn.AuthConfig{RegistryToken: token}))
 }

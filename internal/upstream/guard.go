@@ -77,12 +77,15 @@ func (g *guard) upstreamClass() AddrClass {
 	return Public
 }
 
-// wrap returns base with the guard in front of it. An *http.Transport is
-// cloned (so its connection pool is this upstream's alone: a connection
-// another upstream was allowed to make is never reused here) and dials
-// through the guard; any other RoundTripper (tests) dials as it likes and
-// gets the scheme and redirect checks only.
-func (g *guard) wrap(base http.RoundTripper, timeout time.Duration) http.RoundTripper {
+// wrap returns base with the guard in front of it, and the transport whose
+// pool it uses. An *http.Transport is cloned (so its connection pool is this
+// upstream's alone: a connection another upstream was allowed to make is
+// never reused here) and dials through the guard; any other RoundTripper
+// (tests) dials as it likes and gets the scheme and redirect checks only
+// (the pool returned is then nil). It is called once per endpoint (New):
+// clients derived for other credentials share the result.
+func (g *guard) wrap(base http.RoundTripper, timeout time.Duration) (http.RoundTripper, *http.Transport) {
+	var pool *http.Transport
 	if t, ok := base.(*http.Transport); ok {
 		t = t.Clone()
 		// A custom TLS dialer would bypass DialContext's check.
@@ -100,9 +103,9 @@ func (g *guard) wrap(base http.RoundTripper, timeout time.Duration) http.RoundTr
 				return u, err
 			}
 		}
-		base = t
+		base, pool = t, t
 	}
-	return &schemeGuard{g: g, next: base}
+	return &schemeGuard{g: g, next: base}, pool
 }
 
 // dialContext dials addr, checking the address connected to: the upstream's
