@@ -54,6 +54,12 @@ type Request struct {
 	// never forwarded to another owner: this node asks others only whether
 	// they already hold the blob, then the upstream.
 	From string
+	// PrivateOrigin, if set, names the private repository (as the store's
+	// private marks do) the blob is fetched for: it is committed marked as
+	// private content first fetched there (store.Info.PrivateOrigin), in
+	// the transaction that records it. A fill of a verified request serves
+	// that repository only (fill.join), so its origin is its source's.
+	PrivateOrigin string
 }
 
 // sameRepository reports whether a and b ask through the same repository,

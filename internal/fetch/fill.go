@@ -351,10 +351,11 @@ func (f *fill) commit() error {
 	req, _ := f.current()
 	f.mu.Lock()
 	info := store.Info{
-		Digest:     f.dg,
-		Size:       f.written,
-		MediaType:  f.meta.MediaType,
-		Repository: req.Registry + "/" + req.Repository,
+		Digest:        f.dg,
+		Size:          f.written,
+		MediaType:     f.meta.MediaType,
+		Repository:    req.Registry + "/" + req.Repository,
+		PrivateOrigin: req.PrivateOrigin,
 	}
 	f.mu.Unlock()
 	return f.c.store.Commit(f.file, info, true)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-mirror/berth/internal/store"
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
@@ -69,6 +70,44 @@ func TestVerifiedFillsNotShared(t *testing.T) {
 			}
 			_, _ = io.Copy(io.Discard, r1)
 			c.Wait()
+		})
+	}
+}
+
+// TestPrivateOriginCommitted: a blob fetched for a request naming its
+// private origin is stored marked with it; one whose fill fails leaves no
+// mark; one fetched without an origin is unmarked.
+func TestPrivateOriginCommitted(t *testing.T) {
+	blob := data(20_000)
+	dg := digest.FromBytes(blob)
+	ok := SourceFunc(func(_ context.Context, _ Request, off int64) (io.ReadCloser, Meta, error) {
+		return io.NopCloser(bytes.NewReader(blob[off:])), Meta{Size: int64(len(blob))}, nil
+	})
+	bad := SourceFunc(func(_ context.Context, _ Request, _ int64) (io.ReadCloser, Meta, error) {
+		return nil, Meta{}, &upstream.StatusError{Upstream: "r", Status: http.StatusUnauthorized}
+	})
+	for _, tt := range []struct {
+		name   string
+		src    Source
+		origin string
+		want   string
+	}{
+		{"private fill", ok, "http://r/b", "http://r/b"},
+		{"failed private fill", bad, "http://r/b", ""},
+		{"public fill", ok, "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, st := newCoalescer(t, Options{})
+			req := Request{Digest: dg, Registry: "r", Repository: "b", Verified: tt.origin != "", PrivateOrigin: tt.origin}
+			if r, _, err := c.Get(context.Background(), req, tt.src); err == nil {
+				_, _ = io.Copy(io.Discard, r)
+				_ = r.Close()
+			}
+			c.Wait()
+			origin, err := st.PrivateObject(dg)
+			if origin != tt.want || (tt.want == "" && !store.IsNotFound(err)) {
+				t.Fatalf("mark %q (%v), want %q", origin, err, tt.want)
+			}
 		})
 	}
 }

@@ -26,11 +26,13 @@ func (s *Store) TempFile() (*os.File, error) {
 	return f, nil
 }
 
-// Commit makes the temporary file f visible as info.Digest. The caller has
+// Commit makes the temporary file f visible as info.Digest, marked private
+// in the same transaction when info.PrivateOrigin is set. The caller has
 // already verified the digest while writing (verified=true) or Commit hashes
 // the file itself. f is synced, checked for size and renamed into place; f is
 // left open (the caller closes it) but its name no longer exists in tmp/.
-// Committing content already present succeeds and removes f's file.
+// Committing content already present succeeds and removes f's file (and
+// adds no mark: the content was let in by whoever committed it).
 func (s *Store) Commit(f *os.File, info Info, verified bool) error {
 	tmp := f.Name()
 	fail := func(err error) error {
@@ -72,7 +74,8 @@ func (s *Store) Commit(f *os.File, info Info, verified bool) error {
 	return nil
 }
 
-// record writes info unless present; it reports whether it was new.
+// record writes info, and its private mark, unless present; it reports
+// whether it was new.
 func (s *Store) record(info Info) (bool, error) {
 	added := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -85,7 +88,10 @@ func (s *Store) record(info Info) (bool, error) {
 			return err
 		}
 		added = true
-		return b.Put([]byte(info.Digest), v)
+		if err := b.Put([]byte(info.Digest), v); err != nil {
+			return err
+		}
+		return markObject(tx, info.Digest, info.PrivateOrigin)
 	})
 	if err != nil {
 		return false, fmt.Errorf("store: record %s: %w", info.Digest, err)
@@ -146,7 +152,7 @@ func (s *Store) reconcile() error {
 				if err := tx.Bucket(bucketBlobs).Delete([]byte(dg)); err != nil {
 					return err
 				}
-				if err := deleteTypes(tx, dg); err != nil {
+				if err := forget(tx, dg); err != nil {
 					return err
 				}
 			}

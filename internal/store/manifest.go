@@ -23,6 +23,11 @@ type NewManifest struct {
 	// registry serving the same bytes may label them differently, and one
 	// must not decide for the other.
 	UpstreamType string
+	// PrivateOrigin, if set, marks the manifest private content first
+	// fetched for this repository (named as for MarkPrivateRepo), in the
+	// transaction that records it or, when it is already stored, that
+	// retypes it; an existing mark is kept (MarkPrivateObject).
+	PrivateOrigin string
 }
 
 // PutManifest stores body (already verified to be within the caller's cap)
@@ -41,7 +46,8 @@ func (s *Store) PutManifest(body []byte, m NewManifest) (Info, error) {
 		}
 		s.touch(m.Digest)
 	case IsNotFound(err):
-		info = Info{Digest: m.Digest, Size: int64(len(body)), Kind: KindManifest, MediaType: m.DeclaredType, Repository: m.Repository}
+		info = Info{Digest: m.Digest, Size: int64(len(body)), Kind: KindManifest, MediaType: m.DeclaredType, Repository: m.Repository,
+			PrivateOrigin: m.PrivateOrigin}
 		if err := s.commitBytes(body, info); err != nil {
 			return Info{}, err
 		}
@@ -75,7 +81,8 @@ func (s *Store) commitBytes(body []byte, info Info) error {
 }
 
 // retype records m's kind and type on an existing object: the manifest kind
-// and declared type on its record, or the upstream's type for m.Repository.
+// and declared type on its record, or the upstream's type for m.Repository;
+// and m's private mark.
 func (s *Store) retype(m NewManifest) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBlobs)
@@ -85,6 +92,9 @@ func (s *Store) retype(m NewManifest) error {
 		}
 		info, err := decodeInfo(v)
 		if err != nil {
+			return err
+		}
+		if err := markObject(tx, m.Digest, m.PrivateOrigin); err != nil {
 			return err
 		}
 		if info.Kind != KindManifest || info.MediaType != m.DeclaredType {
@@ -166,9 +176,24 @@ func typeKey(dg digest.Digest, repo string) []byte {
 	return []byte(string(dg) + " " + repo)
 }
 
-// deleteTypes removes the per-repository types of dg.
-func deleteTypes(tx *bolt.Tx, dg digest.Digest) error {
-	c := tx.Bucket(bucketTypes).Cursor()
+// forget removes what the store keeps about dg besides its record: its
+// per-repository types, private mark and tag resolutions.
+func forget(tx *bolt.Tx, dg digest.Digest) error {
+	if err := deletePrefix(tx.Bucket(bucketTypes), dg); err != nil {
+		return err
+	}
+	if err := deleteTags(tx, dg); err != nil {
+		return err
+	}
+	if b := tx.Bucket(bucketPrivateObjects); b != nil {
+		return b.Delete([]byte(dg))
+	}
+	return nil
+}
+
+// deletePrefix removes the keys "<dg> …" of b.
+func deletePrefix(b *bolt.Bucket, dg digest.Digest) error {
+	c := b.Cursor()
 	prefix := []byte(string(dg) + " ")
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
 		if err := c.Delete(); err != nil {

@@ -39,11 +39,22 @@ var ErrNotManifest = errors.New("store: not a manifest")
 // ErrTooLarge means a stored manifest is larger than the reader's cap.
 var ErrTooLarge = errors.New("store: manifest over the size cap")
 
+// The buckets of meta.db, each with its bound.
 var (
+	// bucketBlobs: one record per stored object; bounded by MaxBytes
+	// through eviction.
 	bucketBlobs = []byte("blobs")
-	bucketTags  = []byte("tags")
+	// bucketTags: one resolution per (registry/repo, tag) whose manifest is
+	// stored; removed with the manifest (tags.go), so bounded by the
+	// stored manifests times the tags each was resolved from.
+	bucketTags = []byte("tags")
+	// bucketTagIndex: "<digest> <tag key>" for each record of bucketTags,
+	// so that evicting a manifest finds its tags without a scan. Same bound.
+	bucketTagIndex = []byte("tag-index")
 	// bucketTypes holds the media type of a manifest whose body declares
 	// none, per repository that served it: "<digest> <registry/repo>".
+	// Removed with the manifest: bounded by stored manifests times the
+	// repositories that served each.
 	bucketTypes = []byte("manifest-types")
 )
 
@@ -59,6 +70,12 @@ type Info struct {
 	// Repository is the first repository the content was fetched for
 	// (registry/repo), kept for listing and purging by repository.
 	Repository string
+	// PrivateOrigin, given to Commit, marks new content as private,
+	// first fetched for this repository (named as for MarkPrivateRepo), in
+	// the transaction that records it: the object is never visible
+	// unmarked, and a failed fill leaves no mark. Stat and List leave it
+	// empty; PrivateObject reads the mark.
+	PrivateOrigin string
 	Added      time.Time
 	LastAccess time.Time
 }
@@ -107,7 +124,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, db: db, opts: opts, log: opts.Logger, touched: map[digest.Digest]time.Time{}}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketBlobs, bucketTags, bucketTypes} {
+		for _, b := range [][]byte{bucketBlobs, bucketTags, bucketTagIndex, bucketTypes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -118,6 +135,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if err := s.reconcile(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if err := s.pruneOrphans(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -293,7 +314,7 @@ func (s *Store) deleteBatch(dgs []digest.Digest, skip func(Info) bool) ([]Info, 
 			if err := b.Delete([]byte(dg)); err != nil {
 				return err
 			}
-			if err := deleteTypes(tx, dg); err != nil {
+			if err := forget(tx, dg); err != nil {
 				return err
 			}
 			if derr != nil {
