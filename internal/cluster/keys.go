@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"net/http"
@@ -26,19 +28,38 @@ var (
 	ErrExpiredToken = errors.New("cluster: peer token has expired")
 )
 
+// ErrReplayedToken means a peer token was presented before: a captured
+// request cannot be sent again within its validity.
+var ErrReplayedToken = errors.New("cluster: peer token was already used")
+
+// tokenVersion prefixes every token. Tokens of earlier versions (no
+// version, no nonce, upstream token not covered) are refused: in a cluster
+// of mixed versions, peer requests between old and new nodes fail with 403
+// and the asking node goes to the next source, then the upstream.
+const tokenVersion = "v2"
+
+// SignedHeaders are the request headers a peer token covers besides the
+// method, the request URI (path and every query parameter: registry,
+// repository, verified, held, from) and the digest: those that change what
+// the owner does or serves. An absent header is signed as empty, so one
+// cannot be added either.
+var SignedHeaders = []string{UpstreamTokenHeader, "Range", "Accept"}
+
 // Keys are the keys derived from the cluster secrets: the first is the
 // primary (gossip encryption, signing), the others are accepted too, so a
 // secret can be rotated without a flag day. The zero Keys (no secret) means
-// an unauthenticated, unencrypted cluster, for loopback tests only.
+// an unauthenticated, unencrypted cluster, for loopback tests only. Copies
+// share the set of nonces seen (Verify).
 type Keys struct {
 	gossip [][]byte // AES-256 keys
 	token  [][]byte // HMAC keys
+	seen   *nonces
 }
 
 // NewKeys derives the keys from the primary secret and the extra ones;
 // empty strings are skipped.
 func NewKeys(primary string, extra ...string) Keys {
-	var k Keys
+	k := Keys{seen: newNonces(maxNonces)}
 	for _, s := range append([]string{primary}, extra...) {
 		s = strings.TrimSpace(s)
 		if s == "" {
@@ -59,26 +80,35 @@ func (k Keys) Enabled() bool { return len(k.token) > 0 }
 // GossipKeys returns the AES keys, primary first.
 func (k Keys) GossipKeys() [][]byte { return k.gossip }
 
-// Sign returns the token for a request: "<unix seconds>.<hex HMAC>" of
-// method, request URI (path and query) and digest at time now. Without a
-// secret it returns "".
+// Sign returns the token for a request with none of SignedHeaders:
+// "v2.<unix seconds>.<hex nonce>.<hex HMAC>" of method, request URI (path
+// and query), digest, time and nonce. Without a secret it returns "".
 func (k Keys) Sign(method, uri, digest string, now time.Time) string {
+	return k.sign(method, uri, digest, http.Header{}, now)
+}
+
+func (k Keys) sign(method, uri, digest string, h http.Header, now time.Time) string {
 	if !k.Enabled() {
 		return ""
 	}
-	ts := strconv.FormatInt(now.Unix(), 10)
-	return ts + "." + hex.EncodeToString(mac(k.token[0], method, uri, digest, ts))
+	var n [nonceLen]byte
+	_, _ = rand.Read(n[:]) // never fails (crypto/rand, Go 1.24+)
+	ts, nonce := strconv.FormatInt(now.Unix(), 10), hex.EncodeToString(n[:])
+	return tokenVersion + "." + ts + "." + nonce + "." + hex.EncodeToString(mac(k.token[0], method, uri, digest, ts, nonce, h))
 }
 
-// Authorize sets the Authorization header of a peer request.
+// Authorize sets the Authorization header of a peer request, covering its
+// method, URI, SignedHeaders (set them first) and digest.
 func (k Keys) Authorize(r *http.Request, digest string, now time.Time) {
-	if tok := k.Sign(r.Method, r.URL.RequestURI(), digest, now); tok != "" {
+	if tok := k.sign(r.Method, r.URL.RequestURI(), digest, r.Header, now); tok != "" {
 		r.Header.Set("Authorization", TokenScheme+" "+tok)
 	}
 }
 
-// Verify checks the token of a peer request for digest against every key.
-// Without a secret every request passes.
+// Verify checks the token of a peer request for digest against every key,
+// its time against TokenValidity, and that its nonce was not seen before
+// (ErrReplayedToken): call it once per request. Without a secret every
+// request passes.
 func (k Keys) Verify(r *http.Request, digest string, now time.Time) error {
 	if !k.Enabled() {
 		return nil
@@ -88,12 +118,17 @@ func (k Keys) Verify(r *http.Request, digest string, now time.Time) error {
 	if auth == "" || !ok || !strings.EqualFold(scheme, TokenScheme) {
 		return ErrNoToken
 	}
-	ts, sig, ok := strings.Cut(strings.TrimSpace(tok), ".")
-	if !ok {
+	parts := strings.Split(strings.TrimSpace(tok), ".")
+	if len(parts) != 4 || parts[0] != tokenVersion {
 		return ErrBadToken
 	}
+	ts, nonce, sig := parts[1], parts[2], parts[3]
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
+		return ErrBadToken
+	}
+	n, err := hex.DecodeString(nonce)
+	if err != nil || len(n) != nonceLen {
 		return ErrBadToken
 	}
 	got, err := hex.DecodeString(sig)
@@ -102,7 +137,7 @@ func (k Keys) Verify(r *http.Request, digest string, now time.Time) error {
 	}
 	valid := false
 	for _, key := range k.token {
-		if hmac.Equal(got, mac(key, r.Method, r.URL.RequestURI(), digest, ts)) {
+		if hmac.Equal(got, mac(key, r.Method, r.URL.RequestURI(), digest, ts, nonce, r.Header)) {
 			valid = true
 		}
 	}
@@ -110,17 +145,24 @@ func (k Keys) Verify(r *http.Request, digest string, now time.Time) error {
 		return ErrBadToken
 	}
 	// Checked after the MAC, so "expired" is never said of a forged token.
-	if d := now.Sub(time.Unix(sec, 0)); d > TokenValidity || d < -TokenValidity {
+	at := time.Unix(sec, 0)
+	if d := now.Sub(at); d > TokenValidity || d < -TokenValidity {
 		return ErrExpiredToken
 	}
-	return nil
+	// Only tokens of the cluster's own members reach the seen-set.
+	return k.seen.add([nonceLen]byte(n), at.Add(TokenValidity), now)
 }
 
-func mac(key []byte, method, uri, digest, ts string) []byte {
+func mac(key []byte, method, uri, digest, ts, nonce string, h http.Header) []byte {
 	m := hmac.New(sha256.New, key)
-	for _, s := range []string{method, uri, digest, ts} {
+	parts := []string{tokenVersion, method, uri, digest, ts, nonce}
+	for _, name := range SignedHeaders {
+		parts = append(parts, name, h.Get(name))
+	}
+	for _, s := range parts {
+		// Length-prefixed: no value can spill into the next.
+		_, _ = m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
 		_, _ = m.Write([]byte(s))
-		_, _ = m.Write([]byte{0})
 	}
 	return m.Sum(nil)
 }

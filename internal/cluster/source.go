@@ -104,11 +104,14 @@ type Fetcher struct {
 	maxTrys int
 
 	mu sync.Mutex
-	// failed maps digest + "\x00" + member to when it is asked again;
-	// bounded by maxFailMemories (expired entries are dropped first).
+	// failed maps digest + "\x00" + member to when it is asked again; at
+	// most maxFailMemories entries (expired ones are dropped first, then
+	// an arbitrary live one).
 	failed map[string]time.Time
 
-	served sync.Map // member name → *atomic.Int64: bytes it sent this node
+	// served: bytes each member sent this node; at most maxServedMembers
+	// (served.go).
+	served *servedTable
 }
 
 // Membership is what the asking side needs of the cluster.
@@ -142,6 +145,7 @@ func NewFetcher(c Membership, keys Keys, m *Metrics, log *slog.Logger, opts Fetc
 	return &Fetcher{
 		c: c, keys: keys, m: m, opts: opts, bytesIn: m.Bytes.WithLabelValues("in"), tr: tr, client: &http.Client{Transport: tr},
 		log: log, now: time.Now, maxTrys: maxPeerTries, failed: map[string]time.Time{},
+		served: newServedTable(maxServedMembers),
 	}
 }
 
@@ -150,10 +154,7 @@ func (f *Fetcher) Close() { f.tr.CloseIdleConnections() }
 
 // ServedBy returns the blob bytes member has sent this node.
 func (f *Fetcher) ServedBy(member string) int64 {
-	if v, ok := f.served.Load(member); ok {
-		return v.(*atomic.Int64).Load()
-	}
-	return 0
+	return f.served.bytes(member)
 }
 
 // Wrap returns a source that tries the owners of a digest, then the members
@@ -378,8 +379,9 @@ const UpstreamTokenHeader = "Berth-Upstream-Token"
 
 // setUpstreamToken hands the owner the asking node's upstream token, only
 // with a cluster secret (otherwise the owner would not trust the request).
-func setUpstreamToken(hr *http.Request, req fetch.Request) {
-	if req.UpstreamToken != "" && req.Verified && hr.Header.Get("Authorization") != "" {
+// It is set before Authorize, whose token covers it.
+func setUpstreamToken(hr *http.Request, req fetch.Request, keys Keys) {
+	if req.UpstreamToken != "" && req.Verified && keys.Enabled() {
 		hr.Header.Set(UpstreamTokenHeader, req.UpstreamToken)
 	}
 }
@@ -447,8 +449,8 @@ func (f *Fetcher) do(ctx context.Context, method, kind string, t try, req fetch.
 	if edit != nil {
 		edit(hr)
 	}
-	f.keys.Authorize(hr, req.Digest.String(), f.now())
-	setUpstreamToken(hr, req)
+	setUpstreamToken(hr, req, f.keys)
+	f.keys.Authorize(hr, req.Digest.String(), f.now()) // covers the upstream token and Range
 	resp, err := f.client.Do(hr)
 	stopped := patience.Stop()
 	if err == nil && !stopped && silent.Load() {
@@ -490,12 +492,7 @@ func (f *Fetcher) open(ctx context.Context, t try, req fetch.Request, offset int
 		return nil, fetch.Meta{}, err
 	}
 	b := &peerBody{f: f, req: req, member: t.Name, body: resp.Body, cancel: cancel, start: start, size: meta.Size}
-	if v, ok := f.served.Load(t.Name); ok {
-		b.counter = v.(*atomic.Int64)
-	} else {
-		v, _ := f.served.LoadOrStore(t.Name, new(atomic.Int64))
-		b.counter = v.(*atomic.Int64)
-	}
+	b.counter = f.served.counter(t.Name, f.now())
 	if offset == 0 {
 		// The fill verifies the digest too, but only it can tell a peer that
 		// sent wrong bytes from an upstream that did: hash here to know whom
