@@ -283,7 +283,8 @@ func TestClusterLateJoinerAndNewAddress(t *testing.T) {
 
 // TestClusterPeerTokens: peer requests without a valid token are refused at
 // once, on the main listener and on the peer-only listener, and cost no
-// upstream request; a valid one is served. The peer-only listener serves
+// upstream request; a valid one is served, and refused when replayed. The
+// peer-only listener serves
 // nothing but the peer API.
 func TestClusterPeerTokens(t *testing.T) {
 	tools := requireE2E(t, "docker-registry")
@@ -321,9 +322,16 @@ func TestClusterPeerTokens(t *testing.T) {
 	if got := reg.blobGetsAnyStatus(t, "test/tok", dg); got != 0 {
 		t.Fatalf("refused peer requests caused %d upstream GETs", got)
 	}
-	resp, body := do(t, "GET", "http://"+peerAddr+path, sign(time.Now()))
+	valid := sign(time.Now())
+	resp, body := do(t, "GET", "http://"+peerAddr+path, valid)
 	if resp.StatusCode != http.StatusOK || sha256Digest(body) != dg {
 		t.Fatalf("a valid peer request: status %d, body %d bytes", resp.StatusCode, len(body))
+	}
+	// The same request again, on either listener: a replay.
+	for _, base := range []string{"http://" + peerAddr, n.URL} {
+		if resp, body := do(t, "GET", base+path, valid); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("a replayed peer request to %s: status %d, want 403: %s", base, resp.StatusCode, body)
+		}
 	}
 	if resp, _ := do(t, "GET", "http://"+peerAddr+"/v2/", nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("the peer-only listener answered /v2/ with %d, want 404", resp.StatusCode)
