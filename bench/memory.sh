@@ -23,7 +23,8 @@
 # private repositories, each with a distinct wrong password, then 10,000
 # anonymous requests each for a distinct unknown repository of it (each
 # answered 401 upstream: the answer that makes berth remember a private
-# repository). It records peak RSS, peak open fds (/proc/PID/fd), peak
+# repository), then 10,000 for distinct unknown repositories of the open
+# upstream (404). It records peak RSS, peak open fds (/proc/PID/fd), peak
 # established connections to the private upstream and meta.db growth, against
 # the goals RSS <= 64 MiB, fds <= 256, meta.db growth <= 512 KiB.
 # It prints Markdown tables and exits non-zero if a body failed verification,
@@ -411,15 +412,16 @@ for s in $SIZES; do
 	done
 done
 
-# state_flood WHAT URL USER PASSWORD N: one flood of the state phase; its
-# peaks of RSS, fds and upstream connections, and how much meta.db grew.
+# state_flood WHAT URL USER PASSWORD N [UPSTREAM-PORT]: one flood of the state
+# phase; its peaks of RSS, fds and connections to the upstream (default: the
+# private one), and how much meta.db grew.
 STATE_ROWS=()
 declare -A STATE_RSS=() STATE_FDS=() STATE_DB=()
 state_flood() {
 	local what=$1 out="$TMP/state-${1// /-}.env" hwm db0 db1
 	echo 5 >"/proc/$BPID/clear_refs"
 	db0=$(stat -c %s "$TMP/data-state/meta.db")
-	"$TMP/flood" -url "$2" -user "$3" -password "$4" -n "$5" -c "$FLOOD_C" -pid "$BPID" -upstream-port "$PPORT" \
+	"$TMP/flood" -url "$2" -user "$3" -password "$4" -n "$5" -c "$FLOOD_C" -pid "$BPID" -upstream-port "${6:-$PPORT}" \
 		>"$out" 2>"$out.err" || log "  flood: $(head -c 300 "$out.err")"
 	declare -A R=()
 	while IFS='=' read -r k v; do R[$k]=$v; done <"$out"
@@ -439,6 +441,7 @@ if [[ $STATE == 1 ]]; then
 	log "state phase: berth $BPID, idle RSS $(mib "$STATE_IDLE") MiB, $FLOOD_C requests at a time"
 	state_flood "wrong credentials" "http://127.0.0.1:$BPORT/v2/priv.test/secret/app/manifests/latest" alice 'wrong-%d' "$CREDS"
 	state_flood "unknown repositories" "http://127.0.0.1:$BPORT/v2/priv.test/unknown/r%d/manifests/latest" "" "" "$REPOS"
+	state_flood "unknown public repositories" "http://127.0.0.1:$BPORT/v2/registry.test/unknown/r%d/manifests/latest" "" "" "$REPOS" "$RPORT"
 	sleep 1
 	STATE_FDS_AFTER=$(find "/proc/$BPID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
 	STATE_CONNS_AFTER=$(awk -v p="$(printf ':%04X' "$PPORT")" '$3 ~ p"$" && $4 == "01" { n++ } END { print n + 0 }' "/proc/$BPID/net/tcp" "/proc/$BPID/net/tcp6")
@@ -504,7 +507,7 @@ report() {
 	fi
 	if [[ ${#STATE_ROWS[@]} -gt 0 ]]; then
 		echo
-		echo "State phase: one fresh berth (idle RSS $(mib "$STATE_IDLE") MiB), $FLOOD_C requests at a time to the Basic-auth upstream priv.test, peaks sampled every 50 ms; 1 s after both floods: $STATE_FDS_AFTER fds, $STATE_CONNS_AFTER upstream connections, $STATE_GOROUTINES goroutines."
+		echo "State phase: one fresh berth (idle RSS $(mib "$STATE_IDLE") MiB), $FLOOD_C requests at a time (to the Basic-auth upstream priv.test, then the open registry.test), peaks sampled every 50 ms; 1 s after both floods: $STATE_FDS_AFTER fds, $STATE_CONNS_AFTER upstream connections, $STATE_GOROUTINES goroutines."
 		echo
 		echo "| flood | requests | answers | elapsed s | peak RSS MiB | peak fds | peak upstream conns | meta.db growth KiB |"
 		echo "|---|---|---|---|---|---|---|---|"
