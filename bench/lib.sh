@@ -1,12 +1,14 @@
 # bench/lib.sh — helpers shared by the benchmark scripts (sourced; they define
 # die and TMP before calling these).
 
-# free_port prints a TCP port nothing listens on.
+# free_port prints a TCP port no socket uses (listening or not: an outgoing
+# connection's local port in the ephemeral range cannot be listened on either,
+# which made a restarted berth fail to bind now and then).
 free_port() {
 	local p
 	for _ in $(seq 200); do
 		p=$((20000 + RANDOM % 30000))
-		if [[ -z $(ss -Htln "sport = :$p") ]]; then echo "$p"; return; fi
+		if [[ -z $(ss -Htan "sport = :$p") ]]; then echo "$p"; return; fi
 	done
 	die "no free port"
 }
