@@ -38,9 +38,6 @@ type PrivateMarks interface {
 	UnmarkPrivateRepo(target string) error
 	// PrivateRepos lists the repositories marked private.
 	PrivateRepos() ([]string, error)
-	// MarkPrivateObject records dg as first fetched for the private
-	// repository origin; an existing mark is kept.
-	MarkPrivateObject(dg digest.Digest, origin string) error
 	// PrivateObject returns dg's origin, or an error satisfying
 	// store.IsNotFound when dg is not private.
 	PrivateObject(dg digest.Digest) (string, error)
@@ -251,16 +248,6 @@ func (a *Auth) privateOrigin(dg digest.Digest) (string, error) {
 		return "", nil
 	}
 	return origin, err
-}
-
-// markObject records dg as private content first fetched for repository id.
-func (a *Auth) markObject(id string, dg digest.Digest) error {
-	if a.opts.Marks == nil {
-		return nil
-	}
-	// Before the mark is written: a request racing with it looks it up.
-	a.marked.Store(true)
-	return a.opts.Marks.MarkPrivateObject(dg, id)
 }
 
 // anonymousProbe reports whether privacy must be found by an anonymous

@@ -655,3 +655,35 @@ func TestAuthRecheckAfterStoreRead(t *testing.T) {
 		t.Fatalf("a public request reaching the store read after a private commit: %v, %d bytes sent; want 404 and no content", err, w.Body.Len())
 	}
 }
+
+// TestAuthMarkWithContent: a private blob's mark is written with the blob:
+// a fill that fails leaves no mark behind (the mark was written before the
+// fetch, and stayed for good), and the blob once stored is marked.
+func TestAuthMarkWithContent(t *testing.T) {
+	s, img := setupPrivate(t, authStackOptions{})
+	layer := img.layers[1]
+	path := privRoutes[0].prefix + "/blobs/" + layer.String()
+	s.priv.inner.mu.Lock()
+	s.priv.inner.failBlobs = true
+	s.priv.inner.mu.Unlock()
+	if code, _ := s.get(path, basicAuth(privUser, privPass)); code == http.StatusOK {
+		t.Fatalf("a failing upstream served the blob")
+	}
+	s.fetcher.Wait()
+	if origin, err := s.store.PrivateObject(layer); err == nil {
+		t.Errorf("a failed fill left a private mark (%s)", origin)
+	}
+	s.priv.inner.mu.Lock()
+	s.priv.inner.failBlobs = false
+	s.priv.inner.mu.Unlock()
+	if code, _ := s.get(path, basicAuth(privUser, privPass)); code != http.StatusOK {
+		t.Fatalf("right credentials: %d", code)
+	}
+	s.fetcher.Wait()
+	if origin, err := s.store.PrivateObject(layer); err != nil || !strings.HasSuffix(origin, privRepo) {
+		t.Errorf("stored private blob: mark %q, %v", origin, err)
+	}
+	if code, _ := s.get("/v2/public.test/pub/app/blobs/"+layer.String(), ""); code == http.StatusOK {
+		t.Error("the private blob was served through a public repository")
+	}
+}

@@ -226,10 +226,13 @@ func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds
 	return err
 }
 
-// markIfMissing marks content asked for by digest through a private
-// repository before it is fetched, so that no other route can serve it
-// unchecked from the moment it lands in the store (manifests found by tag
-// are marked where they are stored: putManifest).
+// markIfMissing reports whether content asked for by digest through a
+// private repository is missing from the store (a cluster owner then gets
+// a pull token). The mark itself is written with the content: the fill's
+// commit (fetch.Request.PrivateOrigin) and putManifest store it in the same
+// transaction as the object, so no route can serve it unchecked from the
+// moment it lands, and a fill that fails leaves no mark behind. Until then
+// lookups must consult the store: marked is set before the fetch.
 func (h *Handler) markIfMissing(req *request) (missing bool, err error) {
 	dg := requestDigest(req)
 	if dg == "" {
@@ -238,7 +241,17 @@ func (h *Handler) markIfMissing(req *request) (missing bool, err error) {
 	if _, err := h.opts.Store.Stat(dg); err == nil || !store.IsNotFound(err) {
 		return false, nil
 	}
-	return true, h.opts.Auth.markObject(repoID(req), dg)
+	h.opts.Auth.marked.Store(true)
+	return true, nil
+}
+
+// privateOrigin is the mark req's content is stored with: its repository
+// when it is fetched for a private one, else "".
+func privateOrigin(req *request) string {
+	if req.private {
+		return repoID(req)
+	}
+	return ""
 }
 
 // requestDigest is the digest a request names (blob, or manifest by
@@ -259,13 +272,12 @@ func notFoundCode(req *request) string {
 }
 
 // putManifest stores a manifest fetched for req; for a private repository
-// the digest is marked private first, so the manifest is never in the store
-// unmarked.
+// with its private mark in the same transaction, so the manifest is never in
+// the store unmarked.
 func (h *Handler) putManifest(req *request, body []byte, nm store.NewManifest) (store.Info, error) {
 	if req.private {
-		if err := h.opts.Auth.markObject(repoID(req), nm.Digest); err != nil {
-			return store.Info{}, err
-		}
+		h.opts.Auth.marked.Store(true) // before the write: a racing lookup reads the store
+		nm.PrivateOrigin = repoID(req)
 	}
 	return h.opts.Store.PutManifest(body, nm)
 }

@@ -59,7 +59,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 			src = h.opts.Source(src)
 		}
 		rd, joined, err := h.opts.Fetcher.Get(r.Context(), fetch.Request{
-			Verified: req.private, UpstreamToken: req.token, From: req.from,
+			Verified: req.private, UpstreamToken: req.token, From: req.from, PrivateOrigin: privateOrigin(req),
 			Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository,
 		}, src)
 		if err != nil {
