@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,9 +96,11 @@ type Auth struct {
 	// request looks a mark up.
 	marked atomic.Bool
 
-	mu       sync.RWMutex
-	private  map[string]bool // repoID
-	nprivate atomic.Int64    // len(private)
+	// private holds the repositories known to be private (bounded).
+	private  *privateRepos
+	nprivate atomic.Int64 // private.len(), read without a lock
+	// limiter bounds the upstream checks of credentials not seen before.
+	limiter *credLimiter
 
 	checks   *prometheus.CounterVec // result: found, absent, denied, unavailable
 	outcomes *prometheus.CounterVec // outcome: allowed, cached, grace, challenged, refused
@@ -150,7 +151,8 @@ func NewAuth(opts AuthOptions) *Auth {
 		rechecked: newTTLCache[struct{}](maxDecisions, opts.TTL),
 		clients:   newTTLCache[credClient](maxClients, clientTTL),
 		tokens:    newTTLCache[pullToken](maxClients, clientTTL),
-		private:   map[string]bool{},
+		private:   newPrivateRepos(maxPrivateRepos),
+		limiter:   newCredLimiter(credCheckBurst, credCheckRate),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_auth_upstream_checks_total",
 			Help: "Upstream requests made to check a client's access to private content, by result.",
@@ -169,9 +171,9 @@ func NewAuth(opts AuthOptions) *Auth {
 			a.log.Warn("reading private repositories", "error", err)
 		}
 		for _, r := range repos {
-			a.private[r] = true
+			a.private.add(r, true)
 		}
-		a.nprivate.Store(int64(len(a.private)))
+		a.nprivate.Store(int64(a.private.len()))
 		has, err := opts.Marks.HasPrivateObjects()
 		a.marked.Store(has || err != nil)
 	}
@@ -195,42 +197,48 @@ func (a *Auth) isPrivate(req *request) bool {
 	if a.nprivate.Load() == 0 {
 		return false // the common case costs no lookup
 	}
-	id := repoID(req)
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.private[id]
+	return a.private.has(repoID(req))
 }
 
 // markPrivate records repository id (t as the client named it) as private,
-// in memory and in the marks.
+// in memory; it is persisted once a client is accepted for it
+// (persistPrivate).
 func (a *Auth) markPrivate(id string, t Target) {
-	a.mu.Lock()
-	known := a.private[id]
-	a.private[id] = true
-	a.nprivate.Store(int64(len(a.private)))
-	a.mu.Unlock()
+	known, dropped := a.private.add(id, false)
+	a.nprivate.Store(int64(a.private.len()))
 	a.rechecked.put(a.keys.sum("recheck", id), struct{}{}, a.opts.Now())
+	if dropped != nil && dropped.persisted && a.opts.Marks != nil {
+		if err := a.opts.Marks.UnmarkPrivateRepo(dropped.id); err != nil {
+			a.log.Warn("forgetting a private repository", "error", err)
+		}
+	}
 	if known {
 		return
 	}
-	a.log.Info("repository is private: clients must present their credentials",
+	a.log.Debug("repository is private: clients must present their credentials",
 		slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
-	if a.opts.Marks != nil {
-		if err := a.opts.Marks.MarkPrivateRepo(id); err != nil {
-			a.log.Warn("recording private repository", "upstream", t.Registry, "repo", t.Repository, "error", err)
-		}
+}
+
+// persistPrivate writes repository id's private mark to the marks, once: a
+// client's credentials were accepted for it, so it is a real private
+// repository, not a name somebody made up.
+func (a *Auth) persistPrivate(id string) {
+	if a.opts.Marks == nil || !a.private.persist(id) {
+		return
+	}
+	a.log.Info("repository is private: clients must present their credentials", slog.String("repo", id))
+	if err := a.opts.Marks.MarkPrivateRepo(id); err != nil {
+		a.log.Warn("recording private repository", "repo", id, "error", err)
 	}
 }
 
 // unmarkPrivate forgets that repository id is private: its upstream answers
 // anonymous requests again.
 func (a *Auth) unmarkPrivate(id string, t Target) {
-	a.mu.Lock()
-	delete(a.private, id)
-	a.nprivate.Store(int64(len(a.private)))
-	a.mu.Unlock()
+	persisted := a.private.remove(id)
+	a.nprivate.Store(int64(a.private.len()))
 	a.log.Info("repository is public again", slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
-	if a.opts.Marks != nil {
+	if persisted && a.opts.Marks != nil {
 		if err := a.opts.Marks.UnmarkPrivateRepo(id); err != nil {
 			a.log.Warn("forgetting a private repository", "upstream", t.Registry, "repo", t.Repository, "error", err)
 		}

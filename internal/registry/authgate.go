@@ -215,8 +215,18 @@ func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds
 		if missing {
 			req.token = h.peerToken(r.Context(), req, creds)
 		}
+	} else if !h.knownCredentials(req, creds) && !a.limiter.allow(a.opts.Now(), "repo\x00"+repoID(req), "src\x00"+req.source) {
+		// A tags/list goes upstream with the client's credentials: new
+		// ones are limited like the checks of verify.
+		return credentialsLimited(a, req.target)
 	}
 	err = h.serve(w, r, req)
+	if err == nil && req.path.Kind == KindTags && w.status == http.StatusOK {
+		// The upstream listed the tags with these credentials: they are
+		// accepted for the repository.
+		a.decisions.put(repoKey(a, creds, repoID(req)), true, a.opts.Now())
+		a.persistPrivate(repoID(req))
+	}
 	if refusedUpstream(err) && !w.wrote {
 		// Revoked within auth_ttl: forget the decision, ask again.
 		a.decisions.remove(repoKey(a, creds, repoID(req)))
@@ -224,6 +234,14 @@ func (h *Handler) servePrivate(w *recorder, r *http.Request, req *request, creds
 		return challenge("upstream %s refused these credentials for %s", req.target.Registry, req.target.Repository)
 	}
 	return err
+}
+
+// knownCredentials reports whether the upstream accepted creds for req's
+// repository within auth_ttl.
+func (h *Handler) knownCredentials(req *request, creds Credentials) bool {
+	a := h.opts.Auth
+	ok, at, known := a.decisions.get(repoKey(a, creds, repoID(req)))
+	return known && ok && a.opts.Now().Sub(at) < a.opts.TTL
 }
 
 // markIfMissing reports whether content asked for by digest through a

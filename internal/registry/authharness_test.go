@@ -385,8 +385,4 @@ func testCounter(t testing.TB, v *prometheus.CounterVec) float64 {
 
 // isPrivateID reports whether repository id (endpoint URL/repository) is
 // marked private.
-func (a *Auth) isPrivateID(id string) bool {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.private[id]
-}
+func (a *Auth) isPrivateID(id string) bool { return a.private.has(id) }

@@ -20,9 +20,10 @@ const (
 	checkAbsent                         // 404: no such object, or hidden from these credentials
 	checkDenied                         // 401/403: no access
 	checkCached                         // no request: a decision was made meanwhile
+	checkLimited                        // no request: too many new credentials lately
 )
 
-var checkNames = [...]string{"unavailable", "found", "absent", "denied", "cached"}
+var checkNames = [...]string{"unavailable", "found", "absent", "denied", "cached", "limited"}
 
 // headObject asks the upstream, with c's credentials, for exactly what req
 // names (manifest by tag or digest, or blob): a HEAD, no body. Counted, so
@@ -96,6 +97,8 @@ func (h *Handler) verify(ctx context.Context, req *request, creds Credentials) e
 	case checkDenied:
 		a.outcomes.WithLabelValues("challenged").Inc()
 		return challenge("upstream %s refused these credentials for %s", t.Registry, t.Repository)
+	case checkLimited:
+		return credentialsLimited(a, t)
 	}
 	if known && allowed && age < a.opts.TTL+a.opts.Grace {
 		a.outcomes.WithLabelValues("grace").Inc()
@@ -124,12 +127,17 @@ func (h *Handler) sharedCheck(ctx context.Context, req *request, creds Credentia
 		if ok, at, known := a.decisions.get(rk); known && ok && a.opts.Now().Sub(at) < a.opts.TTL {
 			return checkOutcome{res: checkCached}, nil
 		}
+		// Credentials with no decision: this check reaches the upstream.
+		if !a.limiter.allow(a.opts.Now(), "repo\x00"+repoID(req), "src\x00"+req.source) {
+			return checkOutcome{res: checkLimited}, nil
+		}
 		// Detached: the answer serves every waiter, not just this client.
 		res, err := h.headObject(context.WithoutCancel(ctx), req.client, req)
 		now := a.opts.Now()
 		switch res {
 		case checkFound:
 			a.decisions.put(rk, true, now)
+			a.persistPrivate(repoID(req))
 			if dg := requestDigest(req); dg != "" {
 				a.decisions.put(objectKey(a, creds, repoID(req), dg), true, now)
 			}
@@ -252,4 +260,14 @@ func (h *Handler) knownTagDigest(req *request) digest.Digest {
 		return ""
 	}
 	return tag.Digest
+}
+
+// credentialsLimited is the 429 for a check the limiter refused: counted,
+// logged at debug (a flood must not flood the log), with Retry-After.
+func credentialsLimited(a *Auth, t Target) error {
+	a.outcomes.WithLabelValues("limited").Inc()
+	e := newError(http.StatusTooManyRequests, CodeTooManyRequests,
+		"too many new credentials for %s lately; retry later", t.Repository)
+	e.Header = http.Header{"Retry-After": {"1"}}
+	return e
 }

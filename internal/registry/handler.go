@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -187,6 +188,9 @@ type request struct {
 	// whether this node holds the content (answered from the store alone).
 	from     string
 	heldOnly bool
+	// source is the client's address (host of RemoteAddr): the unit of
+	// the per-client limit on new credentials (authbounds.go).
+	source string
 	// referrers: a referrers listing of the manifest path.Reference, gated
 	// as that manifest (referrers.go).
 	referrers bool
@@ -222,7 +226,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		attrs = append(attrs, slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
-		req := &request{path: p, target: t, client: c}
+		req := &request{path: p, target: t, client: c, source: clientHost(r.RemoteAddr)}
 		switch p.Kind {
 		case KindManifest, KindBlob, KindTags:
 			if p.Kind == KindBlob {
@@ -486,3 +490,11 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 }
 
 type writerOnly struct{ io.Writer }
+
+// clientHost is the host part of a RemoteAddr.
+func clientHost(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}

@@ -224,4 +224,3 @@ func (s *Store) HasPrivateObjects() (bool, error) {
 	})
 	return found, err
 }
-

@@ -259,4 +259,3 @@ func bucketLen(t *testing.T, s *Store, name []byte) int {
 	}))
 	return n
 }
-

@@ -76,8 +76,8 @@ type Info struct {
 	// unmarked, and a failed fill leaves no mark. Stat and List leave it
 	// empty; PrivateObject reads the mark.
 	PrivateOrigin string
-	Added      time.Time
-	LastAccess time.Time
+	Added         time.Time
+	LastAccess    time.Time
 }
 
 // Options tune a Store. The zero value is usable.
