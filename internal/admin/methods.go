@@ -28,6 +28,9 @@ type Deps struct {
 	Registry http.Handler
 	// Config returns the configuration in force.
 	Config func() config.Config
+	// MaxManifestBytes returns the cap on a manifest in force, the
+	// registry's (nil: Config's max_manifest_bytes).
+	MaxManifestBytes func() int64
 	// Reload re-reads the configuration and applies what can change live,
 	// returning the keys applied and those needing a restart (nil: config.reload
 	// is refused).

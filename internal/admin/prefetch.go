@@ -216,8 +216,17 @@ func (js *jobs) add(j *job) error {
 	return nil
 }
 
+// maxManifestBytes is the cap on a manifest in force: one cap for /v2/,
+// the peer API and prefetch.
+func (s *Service) maxManifestBytes() int64 {
+	if s.d.MaxManifestBytes != nil {
+		return s.d.MaxManifestBytes()
+	}
+	return int64(s.d.Config().MaxManifestBytes)
+}
+
 func (s *Service) run(ctx context.Context, j *job, want []platform) {
-	p := &puller{h: s.d.Registry, log: s.log}
+	p := &puller{h: s.d.Registry, log: s.log, maxManifest: s.maxManifestBytes}
 	failed := 0
 	defer func() {
 		// A bug here must not take the daemon down with it: fail the job.

@@ -14,11 +14,12 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// maxManifestBytes bounds a manifest kept in memory; error bodies keep less.
+// defaultMaxManifestBytes bounds a manifest kept in memory when the puller
+// is given no cap (config's default); error bodies keep less.
 const (
-	maxManifestBytes = 4 << 20
-	maxErrorBody     = 64 << 10
-	blobWorkers      = 4
+	defaultMaxManifestBytes = 4 << 20
+	maxErrorBody            = 64 << 10
+	blobWorkers             = 4
 )
 
 // puller fetches an image through the registry handler in process, exactly
@@ -28,6 +29,19 @@ const (
 type puller struct {
 	h   http.Handler
 	log *slog.Logger
+	// maxManifest, read for each manifest, is max_manifest_bytes in force,
+	// the registry's own cap (nil: 4 MiB).
+	maxManifest func() int64
+}
+
+// maxManifestBytes is the cap on a manifest, now.
+func (p *puller) maxManifestBytes() int64 {
+	if p.maxManifest != nil {
+		if n := p.maxManifest(); n > 0 {
+			return n
+		}
+	}
+	return defaultMaxManifestBytes
 }
 
 // sink is the http.ResponseWriter handed to the registry.
@@ -198,7 +212,8 @@ func (p *puller) pull(ctx context.Context, ref imageRef, want []platform, pr pro
 // and its digest is recorded.
 func (p *puller) manifest(ctx context.Context, ref imageRef, r string, pr progress, top bool) (manifestDoc, error) {
 	var doc manifestDoc
-	w, err := p.get(ctx, ref.manifestPath(r), maxManifestBytes, nil)
+	limit := p.maxManifestBytes()
+	w, err := p.get(ctx, ref.manifestPath(r), int(limit), nil)
 	if err != nil {
 		return doc, err
 	}
@@ -207,8 +222,8 @@ func (p *puller) manifest(ctx context.Context, ref imageRef, r string, pr progre
 		pr.setDigest(w.hdr.Get("Docker-Content-Digest"))
 	}
 	pr.addDone(w.n)
-	if w.n > maxManifestBytes {
-		return doc, fmt.Errorf("manifest %s: larger than %d bytes", r, maxManifestBytes)
+	if w.n > limit {
+		return doc, fmt.Errorf("manifest %s: larger than %d bytes", r, limit)
 	}
 	if err := json.Unmarshal(w.body.Bytes(), &doc); err != nil {
 		return doc, fmt.Errorf("manifest %s: %w", r, err)

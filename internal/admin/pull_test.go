@@ -108,3 +108,39 @@ func TestPullRecoversHandlerPanics(t *testing.T) {
 		})
 	}
 }
+
+// The puller reads the cap for each manifest (max_manifest_bytes in force):
+// without one it keeps 4 MiB.
+func TestPullManifestCap(t *testing.T) {
+	pad := strings.Repeat("x", 5<<20)
+	f := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			fmt.Fprintf(w, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+				`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:c","size":1},"layers":[],`+
+				`"annotations":{"pad":%q}}`, pad)
+			return
+		}
+		_, _ = w.Write([]byte("c"))
+	})
+	var limit atomic.Int64
+	tests := []struct {
+		name    string
+		limit   func() int64
+		set     int64
+		wantErr bool
+	}{
+		{"default 4 MiB", nil, 0, true},
+		{"cap 4 MiB", limit.Load, 4 << 20, true},
+		{"cap raised to 6 MiB", limit.Load, 6 << 20, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			limit.Store(tt.set)
+			p := &puller{h: f, log: slog.New(slog.DiscardHandler), maxManifest: tt.limit}
+			err := p.pull(t.Context(), imageRef{name: "app", ref: "v1"}, []platform{nodePlatform()}, nopProgress{})
+			if gotErr := err != nil; gotErr != tt.wantErr || (gotErr && !strings.Contains(err.Error(), "larger than")) {
+				t.Errorf("pull: %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -87,6 +87,10 @@ type FetcherOptions struct {
 	HeaderPatience time.Duration
 	// BodyIdle is how long a peer's body may stall (default 30s).
 	BodyIdle time.Duration
+	// MaxManifestBytes, read for each manifest, caps a manifest read from
+	// a peer: the server gives max_manifest_bytes in force, the cap of its
+	// own /v2/ and peer APIs (nil: 4 MiB).
+	MaxManifestBytes func() int64
 }
 
 // Fetcher is the asking side: it wraps the upstream source so that a local
@@ -271,6 +275,9 @@ func (f *Fetcher) failed1(ctx context.Context, req fetch.Request, t try, err err
 		level = slog.LevelError
 	case "refused", "not_found", "not_held":
 		level = slog.LevelDebug
+	case "too_large":
+		// This node's cap (max_manifest_bytes), not the peer's fault, and
+		// a reload may raise it: not remembered.
 	default:
 		f.remember(req, t.Name, failMemory)
 	}
@@ -282,8 +289,19 @@ func (f *Fetcher) failed1(ctx context.Context, req fetch.Request, t try, err err
 // its owners, or every owner asked failed. The caller asks the upstream.
 var ErrNoPeer = errors.New("cluster: no peer to ask")
 
-// maxManifestBytes caps a manifest read from a peer (as from an upstream).
-const maxManifestBytes = 8 << 20
+// defaultMaxManifestBytes caps a manifest read from a peer when
+// FetcherOptions.MaxManifestBytes is nil (distribution's cap, config's default).
+const defaultMaxManifestBytes = 4 << 20
+
+// maxManifestBytes is the cap on a manifest read from a peer, now.
+func (f *Fetcher) maxManifestBytes() int64 {
+	if f.opts.MaxManifestBytes != nil {
+		if n := f.opts.MaxManifestBytes(); n > 0 {
+			return n
+		}
+	}
+	return defaultMaxManifestBytes
+}
 
 // Manifest gets a manifest by digest from its owners (or a member holding
 // it), so that a manifest, too, is fetched from the upstream once per
@@ -321,12 +339,16 @@ func (f *Fetcher) manifest(ctx context.Context, t try, req fetch.Request, accept
 	}
 	idle := time.AfterFunc(f.opts.BodyIdle, stop)
 	defer idle.Stop()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+	limit := f.maxManifestBytes()
+	if resp.ContentLength > limit {
+		return nil, "", &errPeer{"too_large", fmt.Errorf("manifest of %d bytes, over %d", resp.ContentLength, limit)}
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, "", &errPeer{"midstream", err}
 	}
-	if len(body) > maxManifestBytes {
-		return nil, "", &errPeer{"too_large", fmt.Errorf("manifest over %d bytes", maxManifestBytes)}
+	if int64(len(body)) > limit {
+		return nil, "", &errPeer{"too_large", fmt.Errorf("manifest over %d bytes", limit)}
 	}
 	if req.Digest.Algorithm().FromBytes(body) != req.Digest {
 		return nil, "", &errPeer{"corrupt", fmt.Errorf("%w: peer %s sent a manifest that does not hash to %s", fetch.ErrVerify, t.Name, req.Digest)}

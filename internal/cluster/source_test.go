@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -464,4 +465,49 @@ func TestUnreachablePeerSkippedForEveryDigest(t *testing.T) {
 			t.Fatal("still skipped")
 		}
 	})
+}
+
+// TestManifestFromPeerLiveCap: a manifest from a peer is held to the cap in
+// force (max_manifest_bytes, as /v2/ and the peer API are), read for each
+// manifest: under a lowered cap a 5 MiB one is refused (and the peer is not
+// remembered as failed for it); once the cap is raised it is accepted.
+func TestManifestFromPeerLiveCap(t *testing.T) {
+	body := randomBlob(t, 5<<20)
+	req := reqFor(body)
+	peer := newPeer(t, body, NewKeys("k"))
+	var limit atomic.Int64
+	limit.Store(4 << 20)
+	m := NewMetrics()
+	f := NewFetcher(fixedOwners{"me", []Member{member("p", peer.URL), member("me", "")}}, NewKeys("k"), m, nil,
+		FetcherOptions{MaxManifestBytes: limit.Load})
+	defer f.Close()
+	if _, _, err := f.Manifest(t.Context(), req, ""); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("5 MiB manifest under a 4 MiB cap: err %v, want ErrNoPeer", err)
+	}
+	if v := testutil.ToFloat64(m.Fallbacks.WithLabelValues("too_large")); v != 1 {
+		t.Errorf("fallbacks{too_large} = %v, want 1", v)
+	}
+	limit.Store(6 << 20) // a reload raises max_manifest_bytes
+	got, _, err := f.Manifest(t.Context(), req, "")
+	if err != nil {
+		t.Fatalf("5 MiB manifest under a 6 MiB cap: %v", err)
+	}
+	if !bytes.Equal(got, body) {
+		t.Fatal("wrong body")
+	}
+	if peer.calls() != 2 {
+		t.Errorf("peer asked %d times, want 2", peer.calls())
+	}
+}
+
+// Without a cap given, a manifest from a peer is held to 4 MiB, the
+// default of max_manifest_bytes, not more.
+func TestManifestFromPeerDefaultCap(t *testing.T) {
+	body := randomBlob(t, 5<<20)
+	peer := newPeer(t, body, NewKeys("k"))
+	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("p", peer.URL), member("me", "")}}, NewKeys("k"))
+	defer f.Close()
+	if _, _, err := f.Manifest(t.Context(), reqFor(body), ""); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("5 MiB manifest without a cap: err %v, want ErrNoPeer", err)
+	}
 }

@@ -14,16 +14,17 @@ func (s *Server) startAdmin(listen string) (stop func() error, err error) {
 	}
 	log := s.log.With("component", "admin")
 	svc := admin.NewService(admin.Deps{
-		Store:    s.Store,
-		Registry: s.handler,
-		Config:   s.current,
-		Reload:   s.Reload,
-		InFlight: s.Fetcher.InFlight,
-		Peers:    s.cluster.Members,
-		Listen:   listen,
-		Version:  s.version,
-		Started:  s.started,
-		Logger:   log,
+		Store:            s.Store,
+		Registry:         s.handler,
+		Config:           s.current,
+		MaxManifestBytes: s.maxManifestBytes,
+		Reload:           s.Reload,
+		InFlight:         s.Fetcher.InFlight,
+		Peers:            s.cluster.Members,
+		Listen:           listen,
+		Version:          s.version,
+		Started:          s.started,
+		Logger:           log,
 	})
 	mux := admin.NewMux(log)
 	svc.Register(mux)

@@ -44,8 +44,9 @@ type clusterNode struct {
 }
 
 // newClusterNode prepares the cluster when cluster.peer_bind is set (nil
-// otherwise); Start joins it.
-func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m *metrics.Metrics) (*clusterNode, error) {
+// otherwise); Start joins it. maxManifest is the manifest cap in force, for
+// manifests from peers.
+func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m *metrics.Metrics, maxManifest func() int64) (*clusterNode, error) {
 	if !cfg.Cluster.Enabled() {
 		return nil, nil
 	}
@@ -62,7 +63,8 @@ func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m 
 		Upstream: fc.Upstream(),
 		// A peer's body may stall as long as its upstream may: the owner
 		// gives up on its upstream (and so ends the body) no later.
-		BodyIdle: cfg.UpstreamTimeout.D(),
+		BodyIdle:         cfg.UpstreamTimeout.D(),
+		MaxManifestBytes: maxManifest,
 	})
 	m.Registry.MustRegister(n.m.Collectors()...)
 	m.Registry.MustRegister(cluster.MembersCollector(func() []cluster.Member {

@@ -33,6 +33,17 @@ func liveOptions(cfg config.Config) registry.Live {
 	}
 }
 
+// maxManifestBytes is max_manifest_bytes in force: the registry handler's
+// (so /v2/ and the peer API's), which the cluster's fetcher (manifests from
+// peers) and admin prefetch read too, so that one cap applies whichever API
+// asked first. A reload changes it for all of them (setLive).
+func (s *Server) maxManifestBytes() int64 {
+	if s.live.v2 == nil { // a Server not built by New (tests)
+		return int64(s.current().MaxManifestBytes)
+	}
+	return s.live.v2.Live().MaxManifestBytes
+}
+
 // SetReloader gives config.reload its source: load must read the
 // configuration as start-up did (file, env and the original flags) and
 // validate it. Call before Run.

@@ -91,13 +91,14 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	// is fetched upstream once per node whichever API asked.
 	manifests := new(singleflight.Group)
 	auth := newAuth(cfg, st, m, log) // shared by the /v2/ and peer APIs (private content)
-	cl, err := newClusterNode(cfg, log, fc, m)
+	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now(),
+		version: o.version}
+	cl, err := newClusterNode(cfg, log, fc, m, s.maxManifestBytes)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now(),
-		version: o.version, cluster: cl}
+	s.cluster = cl
 	s.conns = newConnGate(cfg, log.With("component", "http"), func() { m.BadRequests.WithLabelValues(registry.CodeTooLarge).Inc() })
 	// One registry handler for the life of the server, serving /v2/ and the
 	// peer API: one gate, one manifest cap, one set of limits (the tags/list
