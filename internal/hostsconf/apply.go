@@ -51,29 +51,9 @@ func configureOne(res *Result, root, name string, want []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("hostsconf: %w", err)
 	}
-	path := filepath.Join(dir, FileName)
-	cur, mode, err := readFile(path)
-	if err != nil {
+	if err := writeOwned(res, filepath.Join(dir, FileName), want); err != nil {
 		return err
 	}
-	switch {
-	case cur != nil && bytes.Equal(cur, want):
-		res.Unchanged = append(res.Unchanged, path)
-		shadowWarning(res, root, name)
-		return nil
-	case cur != nil && !IsBerthFile(cur):
-		made, err := backup(path, cur, mode)
-		if err != nil {
-			return err
-		}
-		if made {
-			res.BackedUp = append(res.BackedUp, path+BackupSuffix)
-		}
-	}
-	if err := writeAtomic(path, want, 0o644); err != nil {
-		return err
-	}
-	res.Written = append(res.Written, path)
 	shadowWarning(res, root, name)
 	return nil
 }
