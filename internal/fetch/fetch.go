@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -215,17 +214,7 @@ func (c *Coalescer) Peers() *Pool { return c.peers }
 
 // upstreamRefused reports an upstream 401, 403 or 404: an answer about the
 // repository asked through, not about the blob.
-func upstreamRefused(err error) bool {
-	var se *upstream.StatusError
-	if !errors.As(err, &se) {
-		return false
-	}
-	switch se.Status {
-	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
-		return true
-	}
-	return false
-}
+func upstreamRefused(err error) bool { return upstream.Classify(err).Definite() }
 
 type nopObserver struct{}
 

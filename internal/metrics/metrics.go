@@ -99,8 +99,7 @@ func (o FillObserver) FillDone(req fetch.Request, n int64, d time.Duration, err 
 	o.M.UpstreamBytes.WithLabelValues(req.Registry).Add(float64(n))
 	if err != nil {
 		// A definite answer (404, 401, 403) is no failure of the upstream.
-		var se *upstream.StatusError
-		if errors.As(err, &se) && se.Status < 500 && se.Status != 429 {
+		if upstream.Classify(err).Definite() {
 			return
 		}
 		o.M.UpstreamErrors.WithLabelValues(req.Registry, "fetch").Inc()

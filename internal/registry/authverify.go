@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 
@@ -48,17 +47,13 @@ func (h *Handler) headObject(ctx context.Context, c *upstream.Client, req *reque
 }
 
 func classifyCheck(err error) checkResult {
-	if err == nil {
+	switch upstream.Classify(err) {
+	case upstream.Found:
 		return checkFound
-	}
-	var se *upstream.StatusError
-	if errors.As(err, &se) {
-		switch se.Status {
-		case http.StatusNotFound:
-			return checkAbsent
-		case http.StatusUnauthorized, http.StatusForbidden:
-			return checkDenied
-		}
+	case upstream.NotFound:
+		return checkAbsent
+	case upstream.Refused:
+		return checkDenied
 	}
 	return checkUnavailable
 }

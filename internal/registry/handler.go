@@ -426,8 +426,7 @@ func failureReason(err error) string {
 // upstream, or the call ended because the client that made it went away
 // (ctx is that client's request context).
 func (h *Handler) countFailure(ctx context.Context, t Target, err error) {
-	var se *upstream.StatusError
-	if errors.As(err, &se) && se.Status < 500 && se.Status != http.StatusTooManyRequests {
+	if upstream.Classify(err).Definite() {
 		return
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {

@@ -3,7 +3,6 @@ package registry
 import (
 	"container/list"
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -169,10 +168,9 @@ func (h *Handler) fetchReferrers(ctx context.Context, req *request, key string, 
 		defer cancel()
 		ref, err := req.client.GetReferrers(fctx, req.target.Repository, dg, artifactType, h.maxManifestBytes())
 		e := referrersEntry{key: key, body: ref.Body, filters: ref.FiltersApplied, fetched: h.opts.Now()}
-		var se *upstream.StatusError
 		switch {
 		case err == nil:
-		case errors.As(err, &se) && se.Status == http.StatusNotFound:
+		case upstream.Classify(err) == upstream.NotFound:
 			e.absent, e.body, e.filters = true, nil, ""
 		default:
 			h.countFailure(fctx, req.target, err)

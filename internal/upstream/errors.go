@@ -48,19 +48,13 @@ func (e *StatusError) Error() string {
 }
 
 // IsNotFound reports whether err is an upstream 404.
-func IsNotFound(err error) bool {
-	var se *StatusError
-	return errors.As(err, &se) && se.Status == http.StatusNotFound
-}
+func IsNotFound(err error) bool { return Classify(err) == NotFound }
 
 // IsUnavailable reports whether err means the upstream cannot serve now
 // (as opposed to a definite answer such as 404 or 401).
 func IsUnavailable(err error) bool {
-	if errors.Is(err, ErrUnreachable) {
-		return true
-	}
-	var se *StatusError
-	return errors.As(err, &se) && (se.Status >= 500 || se.Status == http.StatusTooManyRequests)
+	o := Classify(err)
+	return o == Unavailable || o == RateLimited
 }
 
 func readStatusError(upstream string, resp *http.Response) *StatusError {
