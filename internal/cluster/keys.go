@@ -11,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-mirror/berth/internal/peerwire"
 )
 
 // TokenScheme is the Authorization scheme of peer requests.
-const TokenScheme = "Berth-Peer"
+const TokenScheme = peerwire.AuthScheme
 
 // TokenValidity is how far a token's timestamp may be from the verifier's
 // clock, either way: long enough for clock skew between nodes, short
@@ -38,12 +40,12 @@ var ErrReplayedToken = errors.New("cluster: peer token was already used")
 // and the asking node goes to the next source, then the upstream.
 const tokenVersion = "v2"
 
-// SignedHeaders are the request headers a peer token covers besides the
+// signedHeaders are the request headers a peer token covers besides the
 // method, the request URI (path and every query parameter: registry,
-// repository, verified, held, from) and the digest: those that change what
-// the owner does or serves. An absent header is signed as empty, so one
-// cannot be added either.
-var SignedHeaders = []string{UpstreamTokenHeader, "Range", "Accept"}
+// repository, verified, held, from) and the digest (peerwire.SignedHeaders):
+// those that change what the owner does or serves. An absent header is
+// signed as empty, so one cannot be added either. Read only.
+var signedHeaders = peerwire.SignedHeaders()
 
 // Keys are the keys derived from the cluster secrets: the first is the
 // primary (gossip encryption, signing), the others are accepted too, so a
@@ -80,7 +82,7 @@ func (k Keys) Enabled() bool { return len(k.token) > 0 }
 // GossipKeys returns the AES keys, primary first.
 func (k Keys) GossipKeys() [][]byte { return k.gossip }
 
-// Sign returns the token for a request with none of SignedHeaders:
+// Sign returns the token for a request with none of peerwire.SignedHeaders:
 // "v2.<unix seconds>.<hex nonce>.<hex HMAC>" of method, request URI (path
 // and query), digest, time and nonce. Without a secret it returns "".
 func (k Keys) Sign(method, uri, digest string, now time.Time) string {
@@ -98,7 +100,7 @@ func (k Keys) sign(method, uri, digest string, h http.Header, now time.Time) str
 }
 
 // Authorize sets the Authorization header of a peer request, covering its
-// method, URI, SignedHeaders (set them first) and digest.
+// method, URI, peerwire.SignedHeaders (set them first) and digest.
 func (k Keys) Authorize(r *http.Request, digest string, now time.Time) {
 	if tok := k.sign(r.Method, r.URL.RequestURI(), digest, r.Header, now); tok != "" {
 		r.Header.Set("Authorization", TokenScheme+" "+tok)
@@ -156,7 +158,7 @@ func (k Keys) Verify(r *http.Request, digest string, now time.Time) error {
 func mac(key []byte, method, uri, digest, ts, nonce string, h http.Header) []byte {
 	m := hmac.New(sha256.New, key)
 	parts := []string{tokenVersion, method, uri, digest, ts, nonce}
-	for _, name := range SignedHeaders {
+	for _, name := range signedHeaders {
 		parts = append(parts, name, h.Get(name))
 	}
 	for _, s := range parts {

@@ -21,10 +21,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/peerwire"
 )
 
 // PeerPath is the prefix of the peer API.
-const PeerPath = "/peer/v1/"
+const PeerPath = peerwire.Path
 
 // Timeouts and memories of the asking side. A dead peer must cost little:
 // the next source is tried as soon as one passes. A busy one must not be
@@ -59,7 +60,7 @@ const (
 // PeerErrorHeader is set by a peer on an answer that is about the peer
 // request itself (its token: "token"), as opposed to an answer the peer
 // relays from its upstream: only the former says the cluster secrets differ.
-const PeerErrorHeader = "Berth-Peer-Error"
+const PeerErrorHeader = peerwire.ErrorHeader
 
 // errPeer is a peer request that did not give a usable response.
 type errPeer struct {
@@ -385,19 +386,19 @@ func (f *Fetcher) Head(ctx context.Context, req fetch.Request) (fetch.Meta, erro
 }
 
 func (f *Fetcher) peerURL(t try, kind string, req fetch.Request) string {
-	q := url.Values{"registry": {req.Registry}, "repository": {req.Repository}, "from": {f.c.Name()}}
+	q := url.Values{peerwire.QueryRegistry: {req.Registry}, peerwire.QueryRepository: {req.Repository}, peerwire.QueryFrom: {f.c.Name()}}
 	if req.Verified {
-		q.Set("verified", "1") // the asking node checked its client (private content)
+		q.Set(peerwire.QueryVerified, "1") // the asking node checked its client (private content)
 	}
 	if t.held {
-		q.Set("held", "1") // serve it only if stored: fetch nothing, ask no one
+		q.Set(peerwire.QueryHeld, "1") // serve it only if stored: fetch nothing, ask no one
 	}
 	return strings.TrimSuffix(t.URL, "/") + PeerPath + kind + "/" + req.Digest.String() + "?" + q.Encode()
 }
 
 // UpstreamTokenHeader carries a verified client's short-lived upstream token
 // to the owner that fetches for it (docs/private-images.md).
-const UpstreamTokenHeader = "Berth-Upstream-Token"
+const UpstreamTokenHeader = peerwire.UpstreamTokenHeader
 
 // setUpstreamToken hands the owner the asking node's upstream token, only
 // with a cluster secret (otherwise the owner would not trust the request).
@@ -534,7 +535,7 @@ func checkResponse(resp *http.Response, req fetch.Request, offset int64) (fetch.
 	case resp.StatusCode == http.StatusNotFound:
 		return fetch.Meta{}, &errPeer{"not_found", fmt.Errorf("peer answered %s", resp.Status)}
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		if resp.Header.Get(PeerErrorHeader) == "token" || strings.HasPrefix(resp.Header.Get("Www-Authenticate"), "Berth-Peer") {
+		if resp.Header.Get(PeerErrorHeader) == peerwire.ErrorToken || strings.HasPrefix(resp.Header.Get("Www-Authenticate"), peerwire.AuthScheme) {
 			return fetch.Meta{}, &errPeer{"denied", fmt.Errorf("peer refused this node's token: %s (cluster secrets differ?)", resp.Status)}
 		}
 		return fetch.Meta{}, &errPeer{"refused", fmt.Errorf("peer relayed %s", resp.Status)}

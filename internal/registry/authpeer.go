@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-mirror/berth/internal/peerwire"
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
@@ -46,7 +47,7 @@ func (h *Handler) peerAllowed(ctx context.Context, req *request, verified bool) 
 // PeerUpstreamTokenHeader carries a verified client's short-lived upstream
 // pull token from the asking node to the owner (the cluster package sends
 // it under the same name).
-const PeerUpstreamTokenHeader = "Berth-Upstream-Token"
+const PeerUpstreamTokenHeader = peerwire.UpstreamTokenHeader
 
 // pullToken is a cached upstream pull token ("" : the registry has none).
 type pullToken struct {

@@ -14,12 +14,13 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/peerwire"
 	"github.com/berth-mirror/berth/internal/store"
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
 // PeerPrefix is the path prefix of the peer API (DESIGN.md, Cluster).
-const PeerPrefix = "/peer/v1/"
+const PeerPrefix = peerwire.Path
 
 // ErrNoCredentials marks a peer request without credentials (401); any
 // other Verify error is a refusal (403).
@@ -29,11 +30,11 @@ var ErrNoCredentials = errors.New("registry: peer request without credentials")
 // its cluster token was refused), as opposed to an answer relayed from the
 // upstream or the access rules: only the former says the cluster secrets
 // differ (the cluster package reads it under the same name).
-const PeerErrorHeader = "Berth-Peer-Error"
+const PeerErrorHeader = peerwire.ErrorHeader
 
 // defaultHeartbeat is how often a peer request that has no answer yet gets
 // a "102 Processing": the asking node waits as long as they come.
-const defaultHeartbeat = 2 * time.Second
+const defaultHeartbeat = peerwire.Heartbeat
 
 // PeerOptions configure the peer API.
 type PeerOptions struct {
@@ -127,11 +128,11 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 		if err := p.opts.Verify(r, ref); err != nil {
 			if errors.Is(err, ErrNoCredentials) {
 				e := newError(http.StatusUnauthorized, CodeUnauthorized, "peer request without a token")
-				e.Header = http.Header{"Www-Authenticate": {"Berth-Peer"}, PeerErrorHeader: {"token"}}
+				e.Header = http.Header{"Www-Authenticate": {peerwire.AuthScheme}, PeerErrorHeader: {peerwire.ErrorToken}}
 				return e
 			}
 			e := newError(http.StatusForbidden, CodeDenied, "peer token refused: %v", err)
-			e.Header = http.Header{PeerErrorHeader: {"token"}}
+			e.Header = http.Header{PeerErrorHeader: {peerwire.ErrorToken}}
 			return e
 		}
 	}
@@ -140,7 +141,7 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 		return newError(http.StatusBadRequest, CodeDigestInvalid, "invalid digest %q", truncate(ref, 80))
 	}
 	q := r.URL.Query()
-	registry, repository := q.Get("registry"), q.Get("repository")
+	registry, repository := q.Get(peerwire.QueryRegistry), q.Get(peerwire.QueryRepository)
 	if registry == "" || repository == "" {
 		return newError(http.StatusBadRequest, CodeNameInvalid, "the registry and repository parameters are required")
 	}
@@ -156,11 +157,11 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Private content goes only to a peer that checked its client (and
 	// only with tokens: without a cluster secret anyone could claim it).
-	verified := p.opts.Verify != nil && q.Get("verified") == "1"
+	verified := p.opts.Verify != nil && q.Get(peerwire.QueryVerified) == "1"
 	req.peer, req.verifiedPeer = true, verified
-	req.heldOnly = q.Get("held") == "1"
+	req.heldOnly = q.Get(peerwire.QueryHeld) == "1"
 	// An older node names no member: the request is still a peer's.
-	if req.from = q.Get("from"); req.from == "" {
+	if req.from = q.Get(peerwire.QueryFrom); req.from == "" {
 		req.from = "peer"
 	}
 	if err := p.h.peerGate(r.Context(), req, r.Header.Get(PeerUpstreamTokenHeader)); err != nil {
