@@ -49,23 +49,9 @@ func runConfigureContainerd(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "also create `DIR` (berth's data dir) and give it to --data-owner")
 	dataOwner := fs.String("data-owner", "65532:65532", "`UID:GID` that owns --data-dir")
 	ctdConfig := fs.String("containerd-config", hostsconf.DefaultContainerdConfig, "containerd's config `FILE`, checked for config_path (empty: no check)")
-	var extra []string
-	fs.Func("registry", "`NAME=URL` registry as containerd names it and its real endpoint (repeatable)", func(s string) error {
-		if _, _, ok := strings.Cut(s, "="); !ok {
-			return errors.New("expected NAME=URL, e.g. docker.io=https://registry-1.docker.io")
-		}
-		extra = append(extra, s)
-		return nil
-	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		confPrintf(stderr, "berth configure-containerd: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	extra := registryFlag(fs, "containerd names")
+	if code, ok := parseConfigureFlags(fs, args, stderr); !ok {
+		return code
 	}
 	if *dataDir != "" {
 		if code := prepareDataDir(*dataDir, *dataOwner, stdout, stderr); code != 0 {
@@ -77,7 +63,7 @@ func runConfigureContainerd(args []string, stdout, stderr io.Writer) int {
 	if *undo {
 		res, err = hostsconf.Undo(opts)
 	} else {
-		regs, code := configureRegistries(*configFile, extra, stderr)
+		regs, code := configureRegistries(*configFile, *extra, stderr)
 		if code != 0 {
 			return code
 		}
@@ -188,4 +174,35 @@ func prepareDataDir(dir, owner string, stdout, stderr io.Writer) int {
 // nowhere better to be reported.
 func confPrintf(w io.Writer, format string, a ...any) {
 	_, _ = fmt.Fprintf(w, format, a...)
+}
+
+// registryFlag adds the repeatable --registry NAME=URL flag of the configure
+// commands; who names the registry (containerd, image references) goes in
+// its help.
+func registryFlag(fs *flag.FlagSet, namedBy string) *[]string {
+	var extra []string
+	fs.Func("registry", "`NAME=URL` registry as "+namedBy+" it and its real endpoint (repeatable)", func(s string) error {
+		if _, _, ok := strings.Cut(s, "="); !ok {
+			return errors.New("expected NAME=URL, e.g. docker.io=https://registry-1.docker.io")
+		}
+		extra = append(extra, s)
+		return nil
+	})
+	return &extra
+}
+
+// parseConfigureFlags parses a configure command's flags, which take no
+// arguments; !ok: exit with code (0 for -h).
+func parseConfigureFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		confPrintf(stderr, "berth %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return 2, false
+	}
+	return 0, true
 }

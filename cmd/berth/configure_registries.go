@@ -40,14 +40,7 @@ func runConfigureRegistries(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.MirrorURL, "mirror-url", hostsconf.DefaultMirrorURL, "berth's URL as the node's runtimes reach it")
 	configFile := fs.String("config", "", "berth config `FILE` whose upstreams (and prefixes) are the registries to configure")
 	undo := fs.Bool("undo", false, "remove berth's drop-in and restore the file it replaced")
-	var extra []string
-	fs.Func("registry", "`NAME=URL` registry as image references name it and its real endpoint (repeatable)", func(s string) error {
-		if _, _, ok := strings.Cut(s, "="); !ok {
-			return errors.New("expected NAME=URL, e.g. docker.io=https://registry-1.docker.io")
-		}
-		extra = append(extra, s)
-		return nil
-	})
+	extra := registryFlag(fs, "image references name")
 	prefixes := map[string]string{}
 	fs.Func("prefix", "`NAME=PREFIX` berth's prefix name for a registry (upstreams.NAME.prefix; repeatable)", func(s string) error {
 		name, p, ok := strings.Cut(s, "=")
@@ -57,22 +50,15 @@ func runConfigureRegistries(args []string, stdout, stderr io.Writer) int {
 		prefixes[strings.TrimSpace(name)] = strings.TrimSpace(p)
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		confPrintf(stderr, "berth configure-registries: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, ok := parseConfigureFlags(fs, args, stderr); !ok {
+		return code
 	}
 	var res hostsconf.Result
 	var err error
 	if *undo {
 		res, err = hostsconf.UndoRegistries(opts.Path)
 	} else {
-		regs, code := registriesToMirror(*configFile, extra, prefixes, stderr)
+		regs, code := registriesToMirror(*configFile, *extra, prefixes, stderr)
 		if code != 0 {
 			return code
 		}

@@ -60,9 +60,6 @@ type Options struct {
 	// Manifests, if set, coalesces manifest fetches across handlers over the
 	// same store (the /v2/ and peer APIs of one node).
 	Manifests *singleflight.Group
-	// Referrers, if set, caches referrers answers across handlers (and
-	// reloads); default: a cache of this handler's own.
-	Referrers *ReferrersCache
 
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -102,7 +99,8 @@ type Handler struct {
 	manifests *singleflight.Group
 	// tagLists holds a token per tags/list request in flight.
 	tagLists chan struct{}
-	// referrers caches referrers answers (Options.Referrers).
+	// referrers caches referrers answers (the handler lives as long as the
+	// server: a reload keeps it).
 	referrers *ReferrersCache
 	// overloadLogged is when an overload refusal was last logged (unix
 	// nanoseconds): under load, one line per interval, not one per client.
@@ -135,9 +133,7 @@ func New(opts Options) *Handler {
 	if h.manifests == nil {
 		h.manifests = new(singleflight.Group)
 	}
-	if h.referrers = opts.Referrers; h.referrers == nil {
-		h.referrers = NewReferrersCache(0, 0)
-	}
+	h.referrers = NewReferrersCache(0, 0)
 	h.lookup = opts.Upstreams.Lookup
 	h.SetLive(Live{DefaultRegistry: opts.DefaultRegistry, TagTTL: opts.TagTTL,
 		UpstreamTimeout: opts.UpstreamTimeout, MaxManifestBytes: opts.MaxManifestBytes})

@@ -29,8 +29,8 @@ const maxArtifactType = 255
 
 // ReferrersCache keeps referrers answers in memory, bounded in entries and
 // bytes (least recently used out first): a listing is small, and a lost one
-// costs one upstream request. One per server, shared by the handlers it
-// builds, so a reload keeps it. Safe for concurrent use.
+// costs one upstream request. One per handler (one per server). Safe for
+// concurrent use.
 type ReferrersCache struct {
 	maxEntries int
 	maxBytes   int64
