@@ -70,3 +70,16 @@ func TestResumeContentRangeChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestFailMemoriesBounded: failures for distinct digests and members keep
+// the table at maxFailMemories, even while every entry is still live.
+func TestFailMemoriesBounded(t *testing.T) {
+	f, _ := newTestFetcher(fixedOwners{"me", nil}, Keys{})
+	defer f.Close()
+	for i := range 2 * maxFailMemories {
+		f.remember(reqFor([]byte(fmt.Sprint(i))), "m", failMemory)
+	}
+	if n := len(f.failed); n > maxFailMemories {
+		t.Errorf("%d failure memories, bound %d", n, maxFailMemories)
+	}
+}

@@ -83,3 +83,16 @@ func TestPrivateReposBoundedAndPersistedOnAccept(t *testing.T) {
 		t.Errorf("bounded set: %d entries, has 9 %v, has 0 %v", p.len(), p.has("9"), p.has("0"))
 	}
 }
+
+// TestCredLimiterBucketsBounded: distinct repositories and addresses do not
+// grow the limiter past maxBuckets.
+func TestCredLimiterBucketsBounded(t *testing.T) {
+	l := newCredLimiter(credCheckBurst, credCheckRate)
+	now := time.Unix(1_700_000_000, 0)
+	for i := range 3 * maxBuckets {
+		l.allow(now, fmt.Sprintf("repo\x00%d", i), fmt.Sprintf("src\x0010.0.%d.%d", i/256, i%256))
+	}
+	if n := l.lru.Len(); n > maxBuckets || len(l.buckets) != n {
+		t.Errorf("%d buckets (map %d), bound %d", n, len(l.buckets), maxBuckets)
+	}
+}
