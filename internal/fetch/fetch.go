@@ -135,6 +135,8 @@ type Options struct {
 	// client asking through another repository deserves its own attempt.
 	// The default recognises an upstream 401, 403 or 404.
 	RepositoryScoped func(error) bool
+	// NoPieces fetches every blob whole, in one stream (pieces.go).
+	NoPieces bool
 	// Logger receives fill events (default: discard).
 	Logger *slog.Logger
 	// Observer receives metrics events.

@@ -59,10 +59,12 @@ type fill struct {
 	settled bool // no further source will be tried: a new repository needs a new fill
 	started bool // meta is known
 	meta    Meta
-	written int64
-	done    bool  // finished: err says how
-	err     error // nil on success
-	refs    int   // readers plus the fill itself; the file closes at zero
+	written int64 // contiguous bytes from the start on disk
+	// pc, in piece mode (pieces.go), is the blob's pieces; set with meta.
+	pc   *pieceSet
+	done bool  // finished: err says how
+	err  error // nil on success
+	refs int   // readers plus the fill itself; the file closes at zero
 }
 
 // newFill returns a fill with one reader reference for its first client.
@@ -287,7 +289,7 @@ func (f *fill) transfer(ctx context.Context, req Request, src Source, h hash.Has
 func (f *fill) resumable() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.started
+	return f.started && f.pc == nil // pieces resume piece by piece
 }
 
 func (f *fill) offset() int64 {
@@ -312,6 +314,14 @@ func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Has
 	f.mu.Lock()
 	if !f.started {
 		f.meta, f.started = meta, true
+		if rs, ok := src.(RangeSource); ok && offset == 0 && !f.c.opts.NoPieces {
+			if plan := PlanFor(meta.Size); plan.Count > 1 {
+				f.pc = newPieceSet(plan)
+				f.cond.Broadcast()
+				f.mu.Unlock()
+				return f.runPieces(ctx, req, rs, body, h, received)
+			}
+		}
 		f.cond.Broadcast()
 	} else if meta.Size >= 0 && f.meta.Size >= 0 && meta.Size != f.meta.Size {
 		f.mu.Unlock()

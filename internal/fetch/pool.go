@@ -79,6 +79,23 @@ func (l limited) Open(ctx context.Context, req Request, offset int64) (io.ReadCl
 	return &turnBody{ReadCloser: body, p: l.p}, meta, nil
 }
 
+// OpenRange takes a turn around a ranged open of the source, if it has one.
+func (l limited) OpenRange(ctx context.Context, req Request, piece int, start, end int64) (io.ReadCloser, Meta, error) {
+	rs, ok := l.src.(RangeSource)
+	if !ok {
+		return nil, Meta{}, ErrNoRange
+	}
+	if err := l.p.Acquire(ctx); err != nil {
+		return nil, Meta{}, err
+	}
+	body, meta, err := rs.OpenRange(ctx, req, piece, start, end)
+	if err != nil {
+		l.p.Release()
+		return nil, meta, err
+	}
+	return &turnBody{ReadCloser: body, p: l.p}, meta, nil
+}
+
 // turnBody gives the turn back when the body is closed.
 type turnBody struct {
 	io.ReadCloser

@@ -15,6 +15,9 @@ type Reader struct {
 	off     int64
 	end     int64 // exclusive; -1 for the whole blob
 	onWrite func(n int64)
+	// unverified: the reader's range may end with the blob's last byte
+	// before the blob is verified (SendUnverified).
+	unverified bool
 }
 
 func newReader(ctx context.Context, f *fill, req Request) *Reader {
@@ -47,10 +50,30 @@ func (r *Reader) Meta() (Meta, error) {
 	return Meta{}, f.errFor(r.req)
 }
 
-// Limit restricts the reader to [off, end) (end -1: to the end of the blob).
+// Limit restricts the reader to [off, end) (end -1: to the end of the
+// blob). Call it after Meta. When the blob is fetched in pieces, the pieces
+// covering the range are fetched before the others.
 func (r *Reader) Limit(off, end int64) {
 	r.off, r.end = off, end
+	f := r.f
+	f.mu.Lock()
+	if f.pc != nil && !f.done {
+		if end < 0 {
+			end = f.pc.plan.Size
+		}
+		f.pc.want(off, end)
+		f.cond.Broadcast()
+	}
+	f.mu.Unlock()
 }
+
+// SendUnverified lets a ranged reader receive the blob's last byte before
+// the whole blob is verified: a client's Range is answered with the bytes
+// the upstream sent, as the registry itself would answer it, without
+// waiting for every other piece of the blob (a lazy-pulling snapshotter
+// asks for the table of contents at the end first, and checks it against
+// its own digests). A whole-blob response never ends before verification.
+func (r *Reader) SendUnverified() { r.unverified = true }
 
 // next waits until bytes past the reader's position may be sent and returns
 // how many (up to the reader's end), at least min unless the fill has ended
@@ -70,7 +93,11 @@ func (r *Reader) next(min int64) (int64, error) {
 			return 0, f.errFor(r.req)
 		}
 		avail := f.written
-		if !f.done {
+		if f.pc != nil && r.off >= avail {
+			avail = f.pc.reach(r.off) // a Range reader beyond the prefix
+		}
+		ranged := r.unverified && r.end >= 0
+		if !f.done && !ranged && (f.pc == nil || avail == f.pc.plan.Size) {
 			avail-- // hold back the last byte until verified
 		}
 		if r.end >= 0 && r.end < avail {

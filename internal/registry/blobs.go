@@ -27,6 +27,19 @@ func (s upstreamSource) Open(ctx context.Context, req fetch.Request, offset int6
 	return body, fetch.Meta{Size: d.Size, MediaType: d.MediaType}, nil
 }
 
+// OpenRange reads one piece of a blob with a ranged GET; an upstream that
+// answers with the whole blob serves no ranges (fetch.ErrNoRange).
+func (s upstreamSource) OpenRange(ctx context.Context, req fetch.Request, _ int, start, end int64) (io.ReadCloser, fetch.Meta, error) {
+	body, d, err := s.c.GetBlobRange(ctx, req.Repository, req.Digest, start, end)
+	if errors.Is(err, upstream.ErrNoRange) {
+		return nil, fetch.Meta{}, fmt.Errorf("%w: %w", fetch.ErrNoRange, err)
+	}
+	if err != nil {
+		return nil, fetch.Meta{}, err
+	}
+	return body, fetch.Meta{Size: d.Size, MediaType: d.MediaType}, nil
+}
+
 // serveBlob answers GET/HEAD /v2/<name>/blobs/<digest>.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
 func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request) error {
@@ -131,6 +144,9 @@ func (h *Handler) serveFill(w http.ResponseWriter, r *http.Request, req *request
 		if rg != nil {
 			status, length = http.StatusPartialContent, rg.length
 			rd.Limit(rg.start, rg.start+rg.length)
+			if !req.peer {
+				rd.SendUnverified() // a client's Range: as the registry would answer it (fetch.Reader)
+			}
 			hd.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rg.start, rg.start+rg.length-1, meta.Size))
 		}
 		hd.Set("Content-Length", strconv.FormatInt(length, 10))

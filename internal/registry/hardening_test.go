@@ -265,12 +265,16 @@ func (b *slowEOFBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// TestCorruptUpstreamTailNotSent: while a corrupt blob's every byte has
-// arrived but not been verified, a client asking for the blob's tail
-// receives none of it; once verification fails its connection is closed
-// short of Content-Length. Without the held last byte the client would
-// have its complete range before the fill knew the blob was corrupt.
-func TestCorruptUpstreamTailNotSent(t *testing.T) {
+// TestCorruptUpstreamWholeNotCompleted: while a corrupt blob's every byte
+// has arrived but not been verified, a client asking for the whole blob
+// receives all but its last byte, and once verification fails its
+// connection is closed short of Content-Length: it never holds a complete
+// corrupt body. A client's Range is answered with the bytes as the
+// upstream sent them, before verification, as the registry itself would
+// answer it (fetch.Reader.SendUnverified: a lazy-pulling snapshotter must
+// not wait for the whole blob, and checks its chunks against its own
+// digests). The corrupt blob is never stored.
+func TestCorruptUpstreamWholeNotCompleted(t *testing.T) {
 	up := newCountingUpstream(t)
 	data := randomBytes(3<<20, 11)
 	dg := up.pushBlob(t, "test/bad", data)
@@ -285,33 +289,40 @@ func TestCorruptUpstreamTailNotSent(t *testing.T) {
 		status, n int
 		err       error
 	}
-	got := make(chan result, 1)
-	go func() {
-		// The response's head goes out with its first body bytes.
-		req, _ := http.NewRequest("GET", s.srv.URL+"/v2/test/bad/blobs/"+dg.String()+"?ns=registry.test:5000", nil)
-		req.Header.Set("Range", "bytes=-100")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		n, err := io.ReadFull(resp.Body, make([]byte, 100))
-		got <- result{resp.StatusCode, n, err}
-	}()
+	get := func(rng string, want int) <-chan result {
+		got := make(chan result, 1)
+		go func() {
+			req, _ := http.NewRequest("GET", s.srv.URL+"/v2/test/bad/blobs/"+dg.String()+"?ns=registry.test:5000", nil)
+			if rng != "" {
+				req.Header.Set("Range", rng)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				got <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			n, err := io.ReadFull(resp.Body, make([]byte, want))
+			got <- result{resp.StatusCode, n, err}
+		}()
+		return got
+	}
+	whole := get("", len(data))
 	<-src.held
-	// Every byte is in the fill. A client given the tail now would finish
-	// within this grace; with the last byte held it finishes only after
-	// the verdict, without its last byte.
+	// Every byte is in the fill, none verified.
+	tail := <-get("bytes=-100", 100)
+	if tail.err != nil || tail.status != http.StatusPartialContent || tail.n != 100 {
+		t.Errorf("range before verification: status %d, %d bytes, %v; want the 100 bytes as sent", tail.status, tail.n, tail.err)
+	}
 	select {
-	case r := <-got:
-		t.Fatalf("client finished before verification: status %d, %d bytes, %v", r.status, r.n, r.err)
+	case r := <-whole:
+		t.Fatalf("whole-blob client finished before verification: status %d, %d bytes, %v", r.status, r.n, r.err)
 	case <-time.After(300 * time.Millisecond):
 	}
 	openGate.Do(func() { close(src.gate) })
-	r := <-got
-	if r.err == nil || r.n >= 100 {
-		t.Errorf("client read %d of 100 bytes of a corrupt blob (status %d), err %v", r.n, r.status, r.err)
+	r := <-whole
+	if r.err == nil || r.n >= len(data) {
+		t.Errorf("client read %d of %d bytes of a corrupt blob (status %d), err %v", r.n, len(data), r.status, r.err)
 	}
 	s.fetcher.Wait()
 	if _, err := s.store.Stat(dg); err == nil {

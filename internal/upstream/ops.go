@@ -3,10 +3,12 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -132,14 +134,86 @@ func (c *Client) GetBlob(ctx context.Context, repo string, dg digest.Digest, off
 	d := Descriptor{Digest: dg, MediaType: headerMediaType(resp.Header), Size: resp.ContentLength}
 	if offset > 0 {
 		if resp.StatusCode != http.StatusPartialContent {
-			drain(resp.Body)
+			_ = resp.Body.Close()
 			return nil, Descriptor{}, fmt.Errorf("%w: %s ignored the range request", ErrUnreachable, c.ep.Name)
 		}
-		if d.Size >= 0 {
-			d.Size += offset
+		start, _, total, ok := ParseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != offset {
+			_ = resp.Body.Close()
+			return nil, Descriptor{}, fmt.Errorf("%w: %s answered a resume from %d with Content-Range %.80q", ErrUnreachable, c.ep.Name, offset, resp.Header.Get("Content-Range"))
+		}
+		d.Size = total
+		if d.Size < 0 && resp.ContentLength >= 0 {
+			d.Size = offset + resp.ContentLength
 		}
 	}
 	return resp.Body, d, nil
+}
+
+// ErrNoRange means the upstream answered a ranged GET with the whole blob
+// (200): it does not serve ranges, and a blob comes from it only whole.
+var ErrNoRange = errors.New("upstream: range requests not supported")
+
+// GetBlobRange opens bytes [start, end) of a blob. The answer must be a 206
+// for exactly that range with the blob's total size; Size in the returned
+// descriptor is that total. A 200 fails with ErrNoRange (the body is not
+// read). The caller closes the body; the bytes cannot be verified alone.
+func (c *Client) GetBlobRange(ctx context.Context, repo string, dg digest.Digest, start, end int64) (io.ReadCloser, Descriptor, error) {
+	if start < 0 || end <= start {
+		return nil, Descriptor{}, fmt.Errorf("upstream: invalid range [%d, %d)", start, end)
+	}
+	hdr := http.Header{"Range": {"bytes=" + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(end-1, 10)}}
+	resp, err := c.do(ctx, http.MethodGet, repo, repoPath(repo, "blobs", dg.String()), hdr)
+	if err != nil {
+		return nil, Descriptor{}, err
+	}
+	if resp.StatusCode != http.StatusPartialContent {
+		_ = resp.Body.Close()
+		return nil, Descriptor{}, fmt.Errorf("%w: %s answered %d to a ranged GET", ErrNoRange, c.ep.Name, resp.StatusCode)
+	}
+	first, last, total, ok := ParseContentRange(resp.Header.Get("Content-Range"))
+	if !ok || first != start || last != end-1 || total < end {
+		_ = resp.Body.Close()
+		return nil, Descriptor{}, fmt.Errorf("%w: %s answered the range %d-%d with Content-Range %.80q", ErrUnreachable, c.ep.Name, start, end-1, resp.Header.Get("Content-Range"))
+	}
+	return resp.Body, Descriptor{Digest: dg, MediaType: headerMediaType(resp.Header), Size: total}, nil
+}
+
+// ParseContentRange parses "bytes FIRST-LAST/TOTAL" (TOTAL "*": -1).
+func ParseContentRange(s string) (first, last, total int64, ok bool) {
+	rest, found := strings.CutPrefix(s, "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	a, b, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	var ok1, ok2, ok3 bool
+	first, ok1 = position(a)
+	last, ok2 = position(b)
+	if tot == "*" {
+		total, ok3 = -1, true
+	} else {
+		total, ok3 = position(tot)
+	}
+	if !ok1 || !ok2 || !ok3 || last < first || (total >= 0 && last >= total) {
+		return 0, 0, 0, false
+	}
+	return first, last, total, true
+}
+
+// position parses a byte position: decimal digits only (no sign).
+func position(s string) (int64, bool) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // Tags passes a tags/list request through; query carries n and last.

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -286,18 +287,31 @@ type throttle struct {
 	ln     net.Listener
 	target string
 	rate   float64 // bytes per second
-	mu     sync.Mutex
-	next   time.Time
-	wg     sync.WaitGroup
+	// perConn gives each connection its own rate (a CDN's per-connection
+	// cap) instead of one shared link.
+	perConn bool
+	sent    atomic.Int64 // bytes sent downstream
+	mu      sync.Mutex
+	next    time.Time
+	wg      sync.WaitGroup
 }
 
 func startThrottle(t *testing.T, target string, bytesPerSec float64) *throttle {
+	return startThrottleOpts(t, target, bytesPerSec, false)
+}
+
+// startConnThrottle caps each connection at bytesPerSec, however many run.
+func startConnThrottle(t *testing.T, target string, bytesPerSec float64) *throttle {
+	return startThrottleOpts(t, target, bytesPerSec, true)
+}
+
+func startThrottleOpts(t *testing.T, target string, bytesPerSec float64, perConn bool) *throttle {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	th := &throttle{ln: ln, target: target, rate: bytesPerSec}
+	th := &throttle{ln: ln, target: target, rate: bytesPerSec, perConn: perConn}
 	th.wg.Add(1)
 	go th.serve()
 	t.Cleanup(func() { _ = ln.Close(); th.wg.Wait() })
@@ -324,10 +338,17 @@ func (th *throttle) serve() {
 			defer up.Close()
 			go func() { _, _ = io.Copy(up, c); _ = up.(*net.TCPConn).CloseWrite() }()
 			buf := make([]byte, 32<<10)
+			var mu sync.Mutex
+			var next time.Time
 			for {
 				n, err := up.Read(buf)
 				if n > 0 {
-					th.wait(n)
+					if th.perConn {
+						wait(&mu, &next, th.rate, n)
+					} else {
+						wait(&th.mu, &th.next, th.rate, n)
+					}
+					th.sent.Add(int64(n))
 					if _, werr := c.Write(buf[:n]); werr != nil {
 						return
 					}
@@ -340,17 +361,18 @@ func (th *throttle) serve() {
 	}
 }
 
-func (th *throttle) wait(n int) {
-	th.mu.Lock()
+// wait paces n bytes at rate on the link whose schedule is next.
+func wait(mu *sync.Mutex, next *time.Time, rate float64, n int) {
+	mu.Lock()
 	now := time.Now()
 	// A little credit, so that oversleeping on a busy machine does not
 	// lower the rate.
-	if floor := now.Add(-50 * time.Millisecond); th.next.Before(floor) {
-		th.next = floor
+	if floor := now.Add(-50 * time.Millisecond); next.Before(floor) {
+		*next = floor
 	}
-	th.next = th.next.Add(time.Duration(float64(n) / th.rate * float64(time.Second)))
-	d := th.next.Sub(now)
-	th.mu.Unlock()
+	*next = next.Add(time.Duration(float64(n) / rate * float64(time.Second)))
+	d := next.Sub(now)
+	mu.Unlock()
 	time.Sleep(d)
 }
 

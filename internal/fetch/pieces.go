@@ -1,0 +1,93 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// Pieces. A blob larger than PieceThreshold is fetched as fixed pieces,
+// several at once, each with a ranged request, into the fill's one file at
+// their offsets. Registries' CDNs cap what one connection carries (tens of
+// MB/s), so a huge layer is as slow as one connection when fetched whole;
+// and a lazy-pulling snapshotter (stargz, SOCI, Nydus) reads a blob's table
+// of contents at its end first, which a sequential fill reaches last. With
+// pieces, a Range reader's pieces jump the queue and it waits only for
+// them; sequential readers follow the contiguous prefix as before.
+//
+// Pieces cannot be verified alone (registries publish whole-blob digests
+// only): the fill hashes the contiguous prefix as it grows, reading it back
+// from the file, and releases the last byte only once the whole digest
+// matches, as for every blob. A range that does not include the last byte
+// may be served before the blob is verified, as the registry itself would.
+//
+// The plan (piece size and count) is a pure function of the blob size, so
+// every node computes the same one.
+
+const (
+	// PieceThreshold: blobs of this size or smaller are one piece (fetched
+	// whole, exactly as without pieces).
+	PieceThreshold = 16 << 20
+	// MinPieceSize is the smallest piece: small enough that a Range reader
+	// waits little for the piece that covers it (4 MiB at 16 MiB/s: 0.25 s),
+	// large enough that a piece's request costs little against its bytes.
+	MinPieceSize = 4 << 20
+	// MaxPieces bounds a blob's piece count (and a fill's piece table): the
+	// piece size doubles until the plan fits. 1024 pieces of 64 MiB: 64 GiB.
+	MaxPieces = 1024
+	// pieceWorkers is how many pieces a fill fetches at once for its
+	// sequential readers; a Range reader's pieces may add workers up to
+	// maxPieceWorkers so that it does not wait behind them.
+	pieceWorkers    = 4
+	maxPieceWorkers = 12
+)
+
+// Plan is how a blob of a given size is split into pieces.
+type Plan struct {
+	Size      int64 // the blob's size
+	PieceSize int64
+	Count     int
+}
+
+// PlanFor returns the piece plan of a blob of size bytes: one piece up to
+// PieceThreshold, else pieces of MinPieceSize doubled until at most
+// MaxPieces cover the blob. A size < 0 (unknown) is one piece.
+func PlanFor(size int64) Plan {
+	if size <= PieceThreshold {
+		return Plan{Size: size, PieceSize: max(size, 0), Count: 1}
+	}
+	ps := int64(MinPieceSize)
+	for (size+ps-1)/ps > MaxPieces {
+		ps *= 2
+	}
+	return Plan{Size: size, PieceSize: ps, Count: int((size + ps - 1) / ps)}
+}
+
+// Bounds returns piece i's byte range [start, end).
+func (p Plan) Bounds(i int) (start, end int64) {
+	start = int64(i) * p.PieceSize
+	return start, min(start+p.PieceSize, p.Size)
+}
+
+// Index returns the piece holding byte off.
+func (p Plan) Index(off int64) int {
+	if p.PieceSize <= 0 {
+		return 0
+	}
+	return int(off / p.PieceSize)
+}
+
+// ErrNoRange means a source cannot serve a byte range of the blob (an
+// upstream that answers a ranged GET with the whole blob, a source with no
+// ranged requests): the fill takes the blob whole from its first stream.
+var ErrNoRange = errors.New("fetch: source does not serve byte ranges")
+
+// RangeSource is a Source that can also open bytes [start, end) of a blob.
+// OpenRange returns Meta with the blob's total size, or an error wrapping
+// ErrNoRange when it cannot serve ranges. Piece is the index of the piece
+// the range belongs to in PlanFor(size) (a cluster source routes it to the
+// piece's owner). The caller closes the body.
+type RangeSource interface {
+	Source
+	OpenRange(ctx context.Context, req Request, piece int, start, end int64) (io.ReadCloser, Meta, error)
+}
