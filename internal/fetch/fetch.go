@@ -59,6 +59,30 @@ type Request struct {
 	// the transaction that records it. A fill of a verified request serves
 	// that repository only (fill.join), so its origin is its source's.
 	PrivateOrigin string
+	// Piece, if set, makes this the fill of one piece of a blob, kept by
+	// the cluster member that owns it (pieces.go): Digest is then the
+	// piece's key (PieceKey); the source is asked for the piece's range of
+	// the blob; nothing is verified (a piece cannot be); the piece is
+	// committed as a store.KindPiece entry. Readers' offsets are relative
+	// to the piece's start.
+	Piece *Piece
+}
+
+// Piece names one piece of a blob.
+type Piece struct {
+	Blob       digest.Digest
+	BlobSize   int64
+	Index      int
+	Start, End int64 // the piece's bytes [Start, End) of the blob
+}
+
+// PieceRequest returns the request for piece i of req's blob of size bytes.
+func PieceRequest(req Request, size int64, i int) Request {
+	plan := PlanFor(size)
+	start, end := plan.Bounds(i)
+	p := &Piece{Blob: req.Digest, BlobSize: size, Index: i, Start: start, End: end}
+	req.Digest, req.Piece = PieceKey(req.Digest, plan, i), p
+	return req
 }
 
 // sameRepository reports whether a and b ask through the same repository,
@@ -74,6 +98,11 @@ type Meta struct {
 	Size int64
 	// MediaType is the Content-Type the source gave.
 	MediaType string
+	// End, if > 0, says that the body of an Open from 0 ends there, at the
+	// end of the blob's first piece, not at Size: a RangeSource (a cluster
+	// source, whose pieces have different owners) sends only the first
+	// piece, and the fill fetches the others by range.
+	End int64
 }
 
 // Source is where a blob comes from: the upstream registry is one; a peer
@@ -254,7 +283,7 @@ func (c *Coalescer) Get(ctx context.Context, req Request, src Source) (r *Reader
 		ended := c.ended
 		c.mu.Unlock()
 
-		if _, err := c.store.Stat(req.Digest); err == nil {
+		if info, err := c.store.Stat(req.Digest); err == nil && (info.Kind == store.KindPiece) == (req.Piece != nil) {
 			return nil, false, nil
 		}
 		if !c.room() {
@@ -309,6 +338,22 @@ func (c *Coalescer) joinLocked(ctx context.Context, req Request, src Source) (*R
 		return newReader(ctx, f, req), nil
 	}
 	return nil, nil
+}
+
+// Join returns a reader on the fill of req.Digest running now, once it
+// knows the blob's size, or nil: it never starts a fill. A cluster member
+// asked for one piece of a blob it is fetching whole serves the piece from
+// that fill instead of fetching it again.
+func (c *Coalescer) Join(ctx context.Context, req Request) *Reader {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	if f, ok := c.inflight[req.Digest]; ok && f.joinRunning(req) {
+		return newReader(ctx, f, req)
+	}
+	return nil
 }
 
 // room reports whether another fill may start now.

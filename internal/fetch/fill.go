@@ -101,6 +101,22 @@ func (f *fill) join(req Request, src Source) bool {
 	return true
 }
 
+// joinRunning adds a reader for req if the fill has started (its size is
+// known), has not ended, and already asks through req's repository or may
+// serve it (public content).
+func (f *fill) joinRunning(req Request) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done || !f.started || f.err != nil {
+		return false
+	}
+	if !f.asked(req) && (req.Verified || f.verified()) {
+		return false
+	}
+	f.refs++
+	return true
+}
+
 // verified reports whether a source is a verified client's. f.mu is held.
 func (f *fill) verified() bool {
 	for i := range f.sources {
@@ -262,6 +278,9 @@ func (f *fill) download(ctx context.Context) (int64, error) {
 	if size >= 0 && written != size {
 		return received, fmt.Errorf("%w: got %d bytes, expected %d", ErrVerify, written, size)
 	}
+	if first, _ := f.current(); first.Piece != nil {
+		return received, nil // a piece cannot be verified: its blob is, where it is assembled
+	}
 	if hex.EncodeToString(h.Sum(nil)) != f.dg.Encoded() {
 		return received, fmt.Errorf("%w: %s", ErrVerify, f.dg)
 	}
@@ -303,7 +322,7 @@ func (f *fill) offset() int64 {
 // a turn or a slow source holds none.
 func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Hash, received *int64) error {
 	offset := f.offset()
-	body, meta, err := src.Open(ctx, req, offset)
+	body, meta, err := f.open(ctx, req, src, offset)
 	if err != nil {
 		return err
 	}
@@ -314,13 +333,17 @@ func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Has
 	f.mu.Lock()
 	if !f.started {
 		f.meta, f.started = meta, true
-		if rs, ok := src.(RangeSource); ok && offset == 0 && !f.c.opts.NoPieces {
+		if rs, ok := src.(RangeSource); ok && offset == 0 && req.Piece == nil && (!f.c.opts.NoPieces || meta.End > 0) {
 			if plan := PlanFor(meta.Size); plan.Count > 1 {
 				f.pc = newPieceSet(plan)
 				f.cond.Broadcast()
 				f.mu.Unlock()
-				return f.runPieces(ctx, req, rs, body, h, received)
+				return f.runPieces(ctx, req, rs, body, meta.End, h, received)
 			}
+		}
+		if meta.End > 0 {
+			f.mu.Unlock()
+			return fmt.Errorf("fetch: %s: source sent a first piece of a blob this node does not fetch in pieces", f.dg)
 		}
 		f.cond.Broadcast()
 	} else if meta.Size >= 0 && f.meta.Size >= 0 && meta.Size != f.meta.Size {
@@ -357,6 +380,31 @@ func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Has
 	}
 }
 
+// open opens the source at offset: for a piece fill, the piece's range of
+// its blob, with Meta describing the piece (Size: its length).
+func (f *fill) open(ctx context.Context, req Request, src Source, offset int64) (io.ReadCloser, Meta, error) {
+	p := req.Piece
+	if p == nil {
+		return src.Open(ctx, req, offset)
+	}
+	rs, ok := src.(RangeSource)
+	if !ok {
+		return nil, Meta{}, ErrNoRange
+	}
+	blob := req
+	blob.Digest, blob.Piece = p.Blob, nil
+	body, meta, err := rs.OpenRange(ctx, blob, p.Index, p.Start+offset, p.End)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	if meta.Size != p.BlobSize {
+		_ = body.Close()
+		return nil, Meta{}, fmt.Errorf("%w: source says %d bytes for a range of a blob of %d", ErrVerify, meta.Size, p.BlobSize)
+	}
+	meta.Size, meta.End = p.End-p.Start, 0
+	return body, meta, nil
+}
+
 func (f *fill) commit() error {
 	req, _ := f.current()
 	f.mu.Lock()
@@ -366,6 +414,9 @@ func (f *fill) commit() error {
 		MediaType:     f.meta.MediaType,
 		Repository:    req.Registry + "/" + req.Repository,
 		PrivateOrigin: req.PrivateOrigin,
+	}
+	if req.Piece != nil {
+		info.Kind = store.KindPiece
 	}
 	f.mu.Unlock()
 	return f.c.store.Commit(f.file, info, true)

@@ -22,13 +22,15 @@ type pieceState struct {
 type pieceSet struct {
 	plan    Plan
 	st      []pieceState
-	first   int   // the first piece not complete: the fill's prefix ends in it
-	next    int   // no unclaimed piece below this, urgent ones aside
-	urgent  int   // urgent pieces not claimed yet
-	workers int   // workers running
-	ranged  bool  // a ranged open has succeeded: the source serves ranges
-	noRange bool  // a ranged open failed with ErrNoRange: the first stream takes every piece
-	err     error // the first failure that ends the fill
+	first   int // the first piece not complete: the fill's prefix ends in it
+	next    int // no unclaimed piece below this, urgent ones aside
+	urgent  int // urgent pieces not claimed yet
+	workers int // workers running
+	// streamEnd is where the first stream ends (Meta.End, else the blob's end).
+	streamEnd int64
+	ranged    bool  // a ranged open has succeeded: the source serves ranges
+	noRange   bool  // a ranged open failed with ErrNoRange: the first stream takes every piece
+	err       error // the first failure that ends the fill
 }
 
 func newPieceSet(plan Plan) *pieceSet {
@@ -137,7 +139,7 @@ func (pc *pieceSet) workersWanted() bool {
 // hashes the contiguous prefix as it grows; it returns once the whole blob
 // is on disk and hashed into h (the caller verifies), or with the error
 // that ended the fill: in piece mode a fill is never resumed as a whole.
-func (f *fill) runPieces(ctx context.Context, req Request, src RangeSource, body io.ReadCloser, h hash.Hash, received *int64) error {
+func (f *fill) runPieces(ctx context.Context, req Request, src RangeSource, body io.ReadCloser, streamEnd int64, h hash.Hash, received *int64) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// Wake the waits below when the fill is cancelled.
@@ -153,6 +155,11 @@ func (f *fill) runPieces(ctx context.Context, req Request, src RangeSource, body
 	f.mu.Lock()
 	pc := f.pc
 	pc.workers++
+	if streamEnd > 0 {
+		pc.streamEnd = streamEnd
+	} else {
+		pc.streamEnd = pc.plan.Size
+	}
 	f.mu.Unlock()
 	wg.Go(func() { f.pieceWorker(ctx, req, src, 0, body, received) })
 
@@ -273,6 +280,9 @@ func (f *fill) nextPieceLocked(done int, body *io.ReadCloser) int {
 			next := done + 1
 			if next >= pc.plan.Count || pc.err != nil {
 				return -1
+			}
+			if start, _ := pc.plan.Bounds(next); start >= pc.streamEnd {
+				break // the first stream was the first piece only
 			}
 			if st := &pc.st[next]; !st.claimed {
 				st.claimed = true

@@ -3,7 +3,10 @@ package fetch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // Pieces. A blob larger than PieceThreshold is fetched as fixed pieces,
@@ -75,6 +78,14 @@ func (p Plan) Index(off int64) int {
 		return 0
 	}
 	return int(off / p.PieceSize)
+}
+
+// PieceKey names piece i of blob in plan: a cluster member keeps the
+// pieces it owns under their keys (store.KindPiece), and the piece's owners
+// are the rendezvous owners of its key. The plan is part of the key, so
+// two versions with different plans never mistake one piece for another.
+func PieceKey(blob digest.Digest, plan Plan, i int) digest.Digest {
+	return digest.FromString(fmt.Sprintf("berth-piece/v1 %s %d %d %d", blob, plan.Size, plan.PieceSize, i))
 }
 
 // ErrNoRange means a source cannot serve a byte range of the blob (an

@@ -25,6 +25,9 @@ type pieceSource struct {
 	corruptPiece int // -1: none
 	breakPiece   int // -1: none
 	wrongTotal   bool
+	// firstOnly: Open from 0 sends the first piece only (Meta.End), as a
+	// cluster source does.
+	firstOnly bool
 
 	sent   atomic.Int64
 	ranged atomic.Int32
@@ -45,8 +48,14 @@ func (s *pieceSource) log(e string) {
 
 func (s *pieceSource) Open(ctx context.Context, _ Request, offset int64) (io.ReadCloser, Meta, error) {
 	s.log(fmt.Sprintf("whole@%d", offset))
-	r := &pieceReader{s: s, ctx: ctx, data: s.data[offset:], pos: offset, hold: s.hold, holdAt: s.holdAt}
-	return io.NopCloser(r), Meta{Size: int64(len(s.data)), MediaType: "application/x-test"}, nil
+	meta := Meta{Size: int64(len(s.data)), MediaType: "application/x-test"}
+	data := s.data[offset:]
+	if s.firstOnly && offset == 0 {
+		_, meta.End = PlanFor(meta.Size).Bounds(0)
+		data = data[:meta.End]
+	}
+	r := &pieceReader{s: s, ctx: ctx, data: data, pos: offset, hold: s.hold, holdAt: s.holdAt}
+	return io.NopCloser(r), meta, nil
 }
 
 func (s *pieceSource) OpenRange(ctx context.Context, _ Request, piece int, start, end int64) (io.ReadCloser, Meta, error) {
@@ -305,4 +314,93 @@ func TestPiecesOff(t *testing.T) {
 	if src.ranged.Load() != 0 {
 		t.Errorf("ranged requests with NoPieces: %v", src.opened)
 	}
+}
+
+// TestPiecesFirstPieceOnly: a source whose first stream is the first piece
+// only (Meta.End) gets the rest asked by range, even with NoPieces.
+func TestPiecesFirstPieceOnly(t *testing.T) {
+	src := newPieceSource(PieceThreshold + 2*MinPieceSize)
+	src.firstOnly = true
+	c, _ := newCoalescer(t, Options{NoPieces: true})
+	if got := getAll(t, c, src.data, src); !bytes.Equal(got, src.data) {
+		t.Fatal("wrong bytes")
+	}
+	if n := src.sent.Load(); n != int64(len(src.data)) {
+		t.Errorf("source sent %d bytes for a blob of %d", n, len(src.data))
+	}
+}
+
+// TestPieceFill: a fill of one piece fetches the piece's range, commits it
+// as a piece that only OpenPiece reads, under its key.
+func TestPieceFill(t *testing.T) {
+	src := newPieceSource(PieceThreshold + 2*MinPieceSize + 100)
+	size := int64(len(src.data))
+	blob := Request{Digest: digest.FromBytes(src.data), Registry: "r.test", Repository: "org/app"}
+	plan := PlanFor(size)
+	req := PieceRequest(blob, size, plan.Count-1)
+	if req.Digest != PieceKey(blob.Digest, plan, plan.Count-1) || req.Piece.End != size {
+		t.Fatalf("piece request %+v", req.Piece)
+	}
+	c, st := newCoalescer(t, Options{})
+	r, _, err := c.Get(context.Background(), req, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	want := src.data[req.Piece.Start:]
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("piece: %d bytes, %v", len(got), err)
+	}
+	c.Wait()
+	if _, _, err := st.OpenBlob(req.Digest); err == nil {
+		t.Error("a piece was opened as a blob")
+	}
+	f, info, err := st.OpenPiece(req.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if info.Size != int64(len(want)) || info.Kind.String() != "piece" {
+		t.Errorf("stored piece %+v", info)
+	}
+	// Stored: a second Get finds it (nil reader) without the source.
+	if r, _, err := c.Get(context.Background(), req, src); err != nil || r != nil {
+		t.Errorf("second Get: %v, %v", r, err)
+	}
+	if n := src.sent.Load(); n != int64(len(want)) {
+		t.Errorf("source sent %d bytes for a piece of %d", n, len(want))
+	}
+}
+
+// TestJoinNeverStarts: Join gives a reader on a running fill only.
+func TestJoinNeverStarts(t *testing.T) {
+	src := newPieceSource(PieceThreshold + 2*MinPieceSize)
+	src.hold, src.holdAt = newGate(t), MinPieceSize
+	c, _ := newCoalescer(t, Options{})
+	req := Request{Digest: digest.FromBytes(src.data)}
+	if r := c.Join(context.Background(), req); r != nil {
+		t.Fatal("Join started a fill")
+	}
+	r, _, err := c.Get(context.Background(), req, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Meta(); err != nil {
+		t.Fatal(err)
+	}
+	j := c.Join(context.Background(), req)
+	if j == nil {
+		t.Fatal("Join found no running fill")
+	}
+	defer j.Close()
+	size := int64(len(src.data))
+	j.Limit(size-10, size)
+	j.SendUnverified()
+	got, err := io.ReadAll(j)
+	if err != nil || !bytes.Equal(got, src.data[size-10:]) {
+		t.Fatalf("joined range: %d bytes, %v", len(got), err)
+	}
+	src.hold.open()
 }

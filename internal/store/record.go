@@ -17,11 +17,18 @@ const (
 	KindBlob Kind = iota
 	// KindManifest is a manifest or index: small, capped, read whole.
 	KindManifest
+	// KindPiece is one piece of a blob (fetch.PieceKey names it), kept by
+	// the cluster member that owns the piece. It cannot be verified alone
+	// and is never served as a blob: only OpenPiece reads it.
+	KindPiece
 )
 
 func (k Kind) String() string {
-	if k == KindManifest {
+	switch k {
+	case KindManifest:
 		return "manifest"
+	case KindPiece:
+		return "piece"
 	}
 	return "blob"
 }
@@ -33,6 +40,7 @@ type record struct {
 	Size      int64         `json:"size"`
 	MediaType string        `json:"mediaType,omitempty"`
 	Manifest  bool          `json:"manifest,omitempty"`
+	Piece     bool          `json:"piece,omitempty"`
 	// Declared marks a manifest's MediaType as its body's own mediaType
 	// field. Earlier versions kept the first upstream's Content-Type there:
 	// without the mark it is not trusted, and the manifest is typed per
@@ -46,7 +54,7 @@ type record struct {
 func encodeInfo(info Info) ([]byte, error) {
 	r := record{
 		Digest: info.Digest, Size: info.Size, MediaType: info.MediaType,
-		Manifest: info.Kind == KindManifest, Declared: info.Kind == KindManifest && info.MediaType != "",
+		Manifest: info.Kind == KindManifest, Piece: info.Kind == KindPiece, Declared: info.Kind == KindManifest && info.MediaType != "",
 		Repository: info.Repository, Added: info.Added, LastAccess: info.LastAccess,
 	}
 	return json.Marshal(r)
@@ -60,6 +68,9 @@ func decodeInfo(v []byte) (Info, error) {
 	info := Info{
 		Digest: r.Digest, Size: r.Size, MediaType: r.MediaType,
 		Repository: r.Repository, Added: r.Added, LastAccess: r.LastAccess,
+	}
+	if r.Piece {
+		info.Kind = KindPiece
 	}
 	if r.Manifest {
 		info.Kind = KindManifest

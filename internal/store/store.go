@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -202,9 +203,22 @@ func (s *Store) Stat(dg digest.Digest) (Info, error) {
 // sequential reading (it is sent front to back). The caller closes the
 // file; eviction meanwhile is safe (the open file stays readable).
 func (s *Store) OpenBlob(dg digest.Digest) (*os.File, Info, error) {
+	return s.open(dg, KindBlob, KindManifest)
+}
+
+// OpenPiece opens a stored piece (KindPiece) by its key, as OpenBlob does
+// for content: a piece is unverifiable on its own, so no other read finds it.
+func (s *Store) OpenPiece(key digest.Digest) (*os.File, Info, error) {
+	return s.open(key, KindPiece, KindPiece)
+}
+
+func (s *Store) open(dg digest.Digest, kinds ...Kind) (*os.File, Info, error) {
 	info, err := s.Stat(dg)
 	if err != nil {
 		return nil, Info{}, err
+	}
+	if !slices.Contains(kinds, info.Kind) {
+		return nil, Info{}, fmt.Errorf("open %s: a %s: %w", dg, info.Kind, ErrNotFound)
 	}
 	f, err := s.openFile(dg)
 	if err != nil {
