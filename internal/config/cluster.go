@@ -110,6 +110,9 @@ func validHostPort(s string) bool {
 // validateCluster checks the cluster.* keys (DESIGN.md, Cluster).
 func (c *Config) validateCluster() error {
 	cl := c.Cluster
+	if cl.UploadRate != 0 && cl.UploadRate < 1<<20 {
+		return &Error{Key: "cluster.upload_rate", Value: cl.UploadRate.String(), Expected: "0 (no cap) or a rate of at least 1Mi (bytes per second)"}
+	}
 	if !cl.Enabled() {
 		for _, kv := range [][2]string{{"cluster.peer_join", cl.PeerJoin}, {"cluster.peer_listen", cl.PeerListen}, {"cluster.advertise_url", cl.AdvertiseURL}} {
 			if kv[1] != "" {

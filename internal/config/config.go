@@ -45,6 +45,10 @@ type Config struct {
 	MaxHeaderBytes Size `yaml:"max_header_bytes"`
 	// MaxConnections caps concurrent client connections (0: unbounded).
 	MaxConnections int `yaml:"max_connections"`
+	// PieceFetches is how many ranged requests one blob's fill runs at once
+	// for a blob over 16 MiB (fetch.PlanFor); 0 fetches every blob whole in
+	// one stream. In a cluster each piece has its own owner.
+	PieceFetches int `yaml:"piece_fetches"`
 	// MaxManifestBytes caps a manifest read from upstream or served from the
 	// store; larger manifests are refused.
 	MaxManifestBytes Size `yaml:"max_manifest_bytes" berth:"live"`
@@ -94,6 +98,9 @@ type Cluster struct {
 	// NodeName is this node's unique, stable member name (default: the
 	// hostname and the gossip address, as cluster.DefaultNodeName).
 	NodeName string `yaml:"node_name"`
+	// UploadRate caps the bytes per second this node sends its peers (0:
+	// no cap), to keep the node's NIC for its workloads.
+	UploadRate Size `yaml:"upload_rate" berth:"live"`
 }
 
 // Upstream is one registry endpoint.
@@ -172,6 +179,7 @@ func Default() Config {
 		MaxHeaderBytes:   64 << 10,
 		MaxConnections:   256,
 		MaxManifestBytes: 4 << 20,
+		PieceFetches:     4,
 		Cluster:          Cluster{Name: "berth"},
 		Log:              Log{Level: "info", Format: "auto"},
 		Admin:            Admin{Socket: "/run/berth/admin.sock", MaxMessageBytes: 16 << 20},
@@ -266,6 +274,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxFetches < 1 {
 		return &Error{Key: "max_fetches", Value: fmt.Sprint(c.MaxFetches), Expected: "an integer >= 1"}
+	}
+	if c.PieceFetches < 0 || c.PieceFetches > 16 {
+		return &Error{Key: "piece_fetches", Value: fmt.Sprint(c.PieceFetches), Expected: "an integer from 0 (pieces off) to 16"}
 	}
 	if c.UpstreamRetries < 0 || c.UpstreamRetries > 10 {
 		return &Error{Key: "upstream_retries", Value: fmt.Sprint(c.UpstreamRetries), Expected: "an integer from 0 to 10"}

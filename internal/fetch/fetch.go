@@ -166,6 +166,10 @@ type Options struct {
 	RepositoryScoped func(error) bool
 	// NoPieces fetches every blob whole, in one stream (pieces.go).
 	NoPieces bool
+	// PieceFetches is how many pieces one fill fetches at once for its
+	// sequential readers (default 4); a Range reader's pieces may add up to
+	// 8 more, so that it does not wait behind them.
+	PieceFetches int
 	// Logger receives fill events (default: discard).
 	Logger *slog.Logger
 	// Observer receives metrics events.
@@ -208,6 +212,9 @@ func New(st *store.Store, opts Options) *Coalescer {
 	}
 	if opts.MaxQueued <= 0 {
 		opts.MaxQueued = 4 * opts.MaxFetches
+	}
+	if opts.PieceFetches <= 0 {
+		opts.PieceFetches = defaultPieceFetches
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 30 * time.Minute

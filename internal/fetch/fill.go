@@ -335,7 +335,7 @@ func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Has
 		f.meta, f.started = meta, true
 		if rs, ok := src.(RangeSource); ok && offset == 0 && req.Piece == nil && (!f.c.opts.NoPieces || meta.End > 0) {
 			if plan := PlanFor(meta.Size); plan.Count > 1 {
-				f.pc = newPieceSet(plan)
+				f.pc = newPieceSet(plan, f.c.opts.PieceFetches)
 				f.cond.Broadcast()
 				f.mu.Unlock()
 				return f.runPieces(ctx, req, rs, body, meta.End, h, received)

@@ -26,6 +26,7 @@ type pieceSet struct {
 	next    int // no unclaimed piece below this, urgent ones aside
 	urgent  int // urgent pieces not claimed yet
 	workers int // workers running
+	normal  int // workers for sequential readers (Options.PieceFetches)
 	// streamEnd is where the first stream ends (Meta.End, else the blob's end).
 	streamEnd int64
 	ranged    bool  // a ranged open has succeeded: the source serves ranges
@@ -33,8 +34,8 @@ type pieceSet struct {
 	err       error // the first failure that ends the fill
 }
 
-func newPieceSet(plan Plan) *pieceSet {
-	pc := &pieceSet{plan: plan, st: make([]pieceState, plan.Count)}
+func newPieceSet(plan Plan, workers int) *pieceSet {
+	pc := &pieceSet{plan: plan, st: make([]pieceState, plan.Count), normal: workers}
 	pc.st[0].claimed = true // the fill's first stream starts there
 	pc.next = 1
 	return pc
@@ -85,7 +86,7 @@ func (pc *pieceSet) want(off, end int64) {
 
 // claim picks the next piece for a new worker or one that finished: an
 // urgent one first, else the lowest unclaimed one unless only urgent work
-// may start now (extra workers beyond pieceWorkers). It returns -1 for none.
+// may start now (extra workers beyond the normal count). It returns -1 for none.
 func (pc *pieceSet) claim(urgentOnly bool) int {
 	if pc.err != nil || pc.noRange {
 		return -1
@@ -126,9 +127,9 @@ func (pc *pieceSet) workersWanted() bool {
 		return false
 	}
 	if pc.urgent > 0 {
-		return pc.workers < maxPieceWorkers
+		return pc.workers < pc.normal+urgentPieceFetches
 	}
-	return pc.workers < pieceWorkers && pc.next < pc.plan.Count
+	return pc.workers < pc.normal && pc.next < pc.plan.Count
 }
 
 // runPieces fetches the blob as pieces (pieces.go). body is the fill's
@@ -167,7 +168,7 @@ func (f *fill) runPieces(ctx context.Context, req Request, src RangeSource, body
 	for {
 		f.mu.Lock()
 		for pc.workersWanted() {
-			i := pc.claim(pc.workers >= pieceWorkers)
+			i := pc.claim(pc.workers >= pc.normal)
 			if i < 0 {
 				break
 			}
@@ -302,7 +303,7 @@ func (f *fill) nextPieceLocked(done int, body *io.ReadCloser) int {
 		_ = (*body).Close()
 		*body = nil
 	}
-	return pc.claim(pc.workers > pieceWorkers)
+	return pc.claim(pc.workers > pc.normal)
 }
 
 // fetchPiece fetches the rest of piece i into the file: from the stream in

@@ -38,11 +38,10 @@ const (
 	// MaxPieces bounds a blob's piece count (and a fill's piece table): the
 	// piece size doubles until the plan fits. 1024 pieces of 64 MiB: 64 GiB.
 	MaxPieces = 1024
-	// pieceWorkers is how many pieces a fill fetches at once for its
-	// sequential readers; a Range reader's pieces may add workers up to
-	// maxPieceWorkers so that it does not wait behind them.
-	pieceWorkers    = 4
-	maxPieceWorkers = 12
+	// defaultPieceFetches is Options.PieceFetches's default; a Range
+	// reader's pieces may add urgentPieceFetches more workers.
+	defaultPieceFetches = 4
+	urgentPieceFetches  = 8
 )
 
 // Plan is how a blob of a given size is split into pieces.

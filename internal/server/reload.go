@@ -103,6 +103,7 @@ const (
 	effHandler                  // the registry handler's live options (registry.Live)
 	effStoreLimit               // Store.SetMaxBytes
 	effLogLevel                 // the logger's LevelVar
+	effUploadRate               // the peer upload cap (throttle.Limiter.Set)
 )
 
 // effects lists what applying key takes; none means it cannot change live.
@@ -119,6 +120,8 @@ func effects(key string) []effect {
 		return []effect{effStoreLimit}
 	case "log.level":
 		return []effect{effLogLevel}
+	case "cluster.upload_rate":
+		return []effect{effUploadRate}
 	}
 	return nil
 }
@@ -150,6 +153,9 @@ func (s *Server) apply(eff config.Config, applied []string) error {
 	}
 	if need[effStoreLimit] {
 		s.Store.SetMaxBytes(int64(eff.MaxDisk))
+	}
+	if need[effUploadRate] {
+		s.upload.Set(int64(eff.Cluster.UploadRate))
 	}
 	if need[effLogLevel] {
 		var l slog.Level

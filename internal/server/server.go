@@ -25,6 +25,7 @@ import (
 	"github.com/berth-mirror/berth/internal/registry"
 	"github.com/berth-mirror/berth/internal/store"
 	"github.com/berth-mirror/berth/internal/sysinfo"
+	"github.com/berth-mirror/berth/internal/throttle"
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
@@ -43,6 +44,8 @@ type Server struct {
 	conns     *connGate    // client slots and the probe reserve (listener.go)
 	live      live         // what config.reload swaps (reload.go)
 	cluster   *clusterNode // nil without a cluster (cluster.go)
+	// upload caps what the peer API sends (cluster.upload_rate, live).
+	upload *throttle.Limiter
 }
 
 // Option configures New beyond the configuration file's keys.
@@ -81,18 +84,20 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	fc := fetch.New(st, fetch.Options{
-		MaxFetches: cfg.MaxFetches,
-		Timeout:    cfg.FetchTimeout.D(),
-		Resumes:    cfg.UpstreamRetries,
-		Logger:     log.With("component", "fetch"),
-		Observer:   metrics.FillObserver{M: m},
+		MaxFetches:   cfg.MaxFetches,
+		Timeout:      cfg.FetchTimeout.D(),
+		Resumes:      cfg.UpstreamRetries,
+		NoPieces:     cfg.PieceFetches == 0,
+		PieceFetches: cfg.PieceFetches,
+		Logger:       log.With("component", "fetch"),
+		Observer:     metrics.FillObserver{M: m},
 	})
 	// One manifest coalescer shared by the /v2/ and peer APIs, so a manifest
 	// is fetched upstream once per node whichever API asked.
 	manifests := new(singleflight.Group)
 	auth := newAuth(cfg, st, m, log) // shared by the /v2/ and peer APIs (private content)
 	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now(),
-		version: o.version}
+		version: o.version, upload: throttle.New(int64(cfg.Cluster.UploadRate))}
 	cl, err := newClusterNode(cfg, log, fc, m, s.maxManifestBytes)
 	if err != nil {
 		_ = st.Close()
