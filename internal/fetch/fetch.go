@@ -103,6 +103,8 @@ type Meta struct {
 	// source, whose pieces have different owners) sends only the first
 	// piece, and the fill fetches the others by range.
 	End int64
+	// Peer names the cluster member sending the bytes, "" for the upstream.
+	Peer string
 }
 
 // Source is where a blob comes from: the upstream registry is one; a peer
@@ -253,6 +255,16 @@ func (c *Coalescer) Peers() *Pool { return c.peers }
 // upstreamRefused reports an upstream 401, 403 or 404: an answer about the
 // repository asked through, not about the blob.
 func upstreamRefused(err error) bool { return upstream.Classify(err).Definite() }
+
+// PieceObserver, implemented by an Observer, receives the piece fetches of
+// fills in piece mode (pieces.go), one pair per ranged open.
+type PieceObserver interface {
+	// PieceStarted: a ranged fetch of bytes bytes begins.
+	PieceStarted(req Request, bytes int64)
+	// PieceDone: it ended (err nil: all bytes arrived). peer: the bytes
+	// came from a cluster peer (Meta.Peer), else from the upstream.
+	PieceDone(req Request, peer bool, bytes int64, err error)
+}
 
 type nopObserver struct{}
 

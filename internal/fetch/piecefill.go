@@ -320,43 +320,49 @@ func (f *fill) fetchPiece(ctx context.Context, req Request, src RangeSource, i i
 		if off == end {
 			return nil
 		}
-		ranged := *body == nil
-		if ranged {
-			b, meta, err := src.OpenRange(ctx, req, i, off, end)
-			if err != nil {
-				if errors.Is(err, ErrNoRange) || ctx.Err() != nil || attempt >= max(f.c.opts.Resumes, 1) {
-					return err
-				}
-				f.logPieceRetry(ctx, req, i, off, err)
-				continue
-			}
-			if meta.Size != f.pc.plan.Size {
-				_ = b.Close()
-				return fmt.Errorf("%w: source says %d bytes for a range of a blob of %d", ErrVerify, meta.Size, f.pc.plan.Size)
-			}
-			f.mu.Lock()
-			if !f.pc.ranged {
-				f.pc.ranged = true
-				f.cond.Broadcast()
-			}
-			f.mu.Unlock()
-			*body = b
-		}
-		err := f.copyPiece(i, *body, off, end, ranged, received)
-		if err == nil {
-			if ranged {
-				_ = (*body).Close()
-				*body = nil
-			}
-			return nil
-		}
-		_ = (*body).Close()
-		*body = nil
-		if errors.Is(err, errWrite) || errors.Is(err, ErrVerify) || ctx.Err() != nil || attempt >= max(f.c.opts.Resumes, 1) {
+		retry, err := f.fetchPieceOnce(ctx, req, src, i, body, off, end, received)
+		if err == nil || !retry || ctx.Err() != nil || attempt >= max(f.c.opts.Resumes, 1) {
 			return err
 		}
 		f.logPieceRetry(ctx, req, i, off, err)
 	}
+}
+
+// fetchPieceOnce fetches bytes [off, end) of piece i: from *body when it
+// is the first stream, else by a ranged open. It reports whether a failure
+// may be retried from where it stopped.
+func (f *fill) fetchPieceOnce(ctx context.Context, req Request, src RangeSource, i int, body *io.ReadCloser, off, end int64, received *int64) (retry bool, err error) {
+	ranged := *body == nil
+	if ranged {
+		var peer string
+		if po, ok := f.c.opts.Observer.(PieceObserver); ok {
+			po.PieceStarted(req, end-off)
+			defer func() { po.PieceDone(req, peer != "", end-off, err) }()
+		}
+		b, meta, err := src.OpenRange(ctx, req, i, off, end)
+		if err != nil {
+			return !errors.Is(err, ErrNoRange), err
+		}
+		peer = meta.Peer
+		if meta.Size != f.pc.plan.Size {
+			_ = b.Close()
+			return false, fmt.Errorf("%w: source says %d bytes for a range of a blob of %d", ErrVerify, meta.Size, f.pc.plan.Size)
+		}
+		f.mu.Lock()
+		if !f.pc.ranged {
+			f.pc.ranged = true
+			f.cond.Broadcast()
+		}
+		f.mu.Unlock()
+		*body = b
+	}
+	err = f.copyPiece(i, *body, off, end, ranged, received)
+	if err == nil && !ranged {
+		return false, nil // the first stream stays open for the next piece
+	}
+	_ = (*body).Close()
+	*body = nil
+	return !errors.Is(err, errWrite) && !errors.Is(err, ErrVerify), err
 }
 
 func (f *fill) logPieceRetry(ctx context.Context, req Request, i int, off int64, err error) {

@@ -30,6 +30,8 @@ type Metrics struct {
 	Evictions       prometheus.Counter
 	BadRequests     *prometheus.CounterVec // code
 	FetchRejected   *prometheus.CounterVec // reason (overloaded, shutdown)
+	PieceFetches    *prometheus.CounterVec // source (upstream, peer), result (ok, error, no_range)
+	PieceBytes      prometheus.Gauge       // bytes of pieces being fetched now
 }
 
 // New creates the metrics and registers them, with the Go and process collectors.
@@ -78,10 +80,16 @@ func New() *Metrics {
 		FetchRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_fetch_rejected_total", Help: "Blob requests refused with 503 because no fill could start (too many running and queued, or shutting down).",
 		}, []string{"reason"}),
+		PieceFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_piece_fetches_total", Help: "Ranged fetches of one piece of a blob, by source (upstream, peer) and result (ok, error, no_range).",
+		}, []string{"source", "result"}),
+		PieceBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "berth_piece_bytes_in_flight", Help: "Bytes of blob pieces being fetched now (what is left of each piece in flight).",
+		}),
 	}
 	r.MustRegister(m.Requests, m.RequestDuration, m.Cache, m.ServedBytes, m.UpstreamBytes,
 		m.UpstreamErrors, m.FetchesInFlight, m.FetchDuration, m.VerifyFailures, m.StaleTags,
-		m.Evictions, m.BadRequests, m.FetchRejected,
+		m.Evictions, m.BadRequests, m.FetchRejected, m.PieceFetches, m.PieceBytes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -109,4 +117,23 @@ func (o FillObserver) FillDone(req fetch.Request, n int64, d time.Duration, err 
 		return
 	}
 	o.M.FetchDuration.WithLabelValues(req.Registry).Observe(d.Seconds())
+}
+
+// PieceStarted counts a piece fetch's bytes in flight.
+func (o FillObserver) PieceStarted(_ fetch.Request, bytes int64) { o.M.PieceBytes.Add(float64(bytes)) }
+
+// PieceDone records a piece fetch's outcome (one per attempt).
+func (o FillObserver) PieceDone(_ fetch.Request, peer bool, bytes int64, err error) {
+	o.M.PieceBytes.Sub(float64(bytes))
+	source, result := "upstream", "ok"
+	if peer {
+		source = "peer"
+	}
+	switch {
+	case errors.Is(err, fetch.ErrNoRange):
+		result = "no_range"
+	case err != nil:
+		result = "error"
+	}
+	o.M.PieceFetches.WithLabelValues(source, result).Inc()
 }

@@ -9,7 +9,8 @@ import (
 
 var (
 	storeBytesDesc   = prometheus.NewDesc("berth_store_bytes", "Bytes of content in the store.", nil, nil)
-	storeObjectsDesc = prometheus.NewDesc("berth_store_objects", "Blobs and manifests in the store.", nil, nil)
+	storeObjectsDesc = prometheus.NewDesc("berth_store_objects", "Blobs, manifests and pieces in the store.", nil, nil)
+	piecesHeldDesc   = prometheus.NewDesc("berth_pieces_held", "Pieces of blobs this node keeps as their cluster owner (included in berth_store_objects).", nil, nil)
 	fillsDesc        = prometheus.NewDesc("berth_fills_running", "Digests being fetched now (coalesced).", nil, nil)
 	connsDesc        = prometheus.NewDesc("berth_connections_open",
 		"Client connections open, by slot: client (up to max_connections) or reserve (probes and /metrics only).", []string{"slot"}, nil)
@@ -23,12 +24,14 @@ type storeCollector struct{ st *store.Store }
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- storeBytesDesc
 	ch <- storeObjectsDesc
+	ch <- piecesHeldDesc
 }
 
 func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	b, n := c.st.Usage()
 	ch <- prometheus.MustNewConstMetric(storeBytesDesc, prometheus.GaugeValue, float64(b))
 	ch <- prometheus.MustNewConstMetric(storeObjectsDesc, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(piecesHeldDesc, prometheus.GaugeValue, float64(c.st.Pieces()))
 }
 
 type inflightCollector struct{ fc *fetch.Coalescer }

@@ -100,6 +100,9 @@ func (s *Store) record(info Info) (bool, error) {
 		s.mu.Lock()
 		s.size += info.Size
 		s.count++
+		if info.Kind == KindPiece {
+			s.pieces++
+		}
 		over := s.opts.MaxBytes > 0 && s.size > s.opts.MaxBytes
 		s.mu.Unlock()
 		if over {
@@ -140,6 +143,9 @@ func (s *Store) reconcile() error {
 			known[s.path(dg)] = true
 			s.size += info.Size
 			s.count++
+			if info.Kind == KindPiece {
+				s.pieces++
+			}
 			return nil
 		})
 	})

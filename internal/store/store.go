@@ -102,6 +102,7 @@ type Store struct {
 	mu      sync.Mutex
 	size    int64
 	count   int
+	pieces  int                         // of count, KindPiece entries
 	touched map[digest.Digest]time.Time // access times not yet written to bbolt
 
 	ev evictor
@@ -163,6 +164,13 @@ func (s *Store) Usage() (bytes int64, objects int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.size, s.count
+}
+
+// Pieces returns the number of pieces stored (KindPiece, included in Usage).
+func (s *Store) Pieces() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pieces
 }
 
 // SetMaxBytes changes the size bound (0: unbounded); the evictor brings the
@@ -350,6 +358,9 @@ func (s *Store) deleteBatch(dgs []digest.Digest, skip func(Info) bool) ([]Info, 
 	for _, info := range removed {
 		s.size -= info.Size
 		s.count--
+		if info.Kind == KindPiece {
+			s.pieces--
+		}
 		delete(s.touched, info.Digest)
 	}
 	s.mu.Unlock()
