@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-mirror/berth/internal/access"
 	"github.com/berth-mirror/berth/internal/fetch"
 	"github.com/berth-mirror/berth/internal/peerwire"
 	"github.com/berth-mirror/berth/internal/store"
@@ -151,22 +152,31 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	req := &request{target: t, client: c, path: Path{Name: t.String(), Reference: dg.String(), Kind: KindManifest}}
+	pk := KindManifest
 	if kind == "blobs" {
-		req.path.Kind = KindBlob
+		pk = KindBlob
 	}
+	req := newRequest(Path{Name: t.String(), Reference: dg.String(), Kind: pk}, t, c)
 	// Private content goes only to a peer that checked its client (and
 	// only with tokens: without a cluster secret anyone could claim it).
-	verified := p.opts.Verify != nil && q.Get(peerwire.QueryVerified) == "1"
-	req.peer, req.verifiedPeer = true, verified
-	req.heldOnly = q.Get(peerwire.QueryHeld) == "1"
+	req.ask.Peer = &access.Peer{
+		Verified: p.opts.Verify != nil && q.Get(peerwire.QueryVerified) == "1",
+		Token:    r.Header.Get(peerwire.UpstreamTokenHeader),
+		HeldOnly: q.Get(peerwire.QueryHeld) == "1",
+	}
+	req.peer, req.heldOnly = true, req.ask.Peer.HeldOnly
 	// An older node names no member: the request is still a peer's.
 	if req.from = q.Get(peerwire.QueryFrom); req.from == "" {
 		req.from = "peer"
 	}
-	if err := p.h.peerGate(r.Context(), req, r.Header.Get(PeerUpstreamTokenHeader)); err != nil {
-		return err
+	dec, err := p.h.gate.Authorize(r.Context(), req.ask)
+	if err != nil {
+		return p.h.accessError(req, err)
 	}
+	if dec.Challenge != nil { // the owner's rules answer 404, never a challenge
+		return newError(http.StatusNotFound, notFoundCode(req), "%s", dec.Challenge.Message)
+	}
+	req = req.granted(dec.Grant)
 	if kind == "blobs" {
 		return p.h.serveBlob(w, r, req)
 	}
