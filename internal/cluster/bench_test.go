@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/peer"
 )
 
 // BenchmarkPeerSource reads a 64 MiB blob from a peer through the asking
@@ -19,12 +20,12 @@ func BenchmarkPeerSource(b *testing.B) {
 	for i := range blob {
 		blob[i] = byte(i * 7)
 	}
-	keys := NewKeys("bench-secret-0123456789")
-	peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	keys := peer.NewKeys("bench-secret-0123456789")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "", time.Time{}, newReaderAt(blob))
 	}))
-	defer peer.Close()
-	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("p", peer.URL), member("me", "")}}, keys)
+	defer srv.Close()
+	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("p", srv.URL), member("me", "")}}, keys)
 	defer f.Close()
 	src := f.Wrap(fetch.SourceFunc(func(context.Context, fetch.Request, int64) (io.ReadCloser, fetch.Meta, error) {
 		b.Fatal("upstream used")

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"github.com/berth-mirror/berth/internal/peer"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -65,7 +67,7 @@ type Config struct {
 	// URL is this node's peer API URL, carried in its gossip metadata.
 	URL string
 	// Keys encrypt gossip (no secret: plain text, for loopback tests).
-	Keys Keys
+	Keys peer.Keys
 	// JoinInterval is how often the seeds are re-resolved and one is
 	// joined again, so a node cut off by a partition or left alone by a
 	// rolling restart finds the cluster by itself (default 10s; 1s while

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"github.com/berth-mirror/berth/internal/peer"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -161,8 +163,8 @@ func TestClustersNeverMerge(t *testing.T) {
 		other nodeOpt
 	}{
 		{"different names", func(c *Config) {}, func(c *Config) { c.ClusterName = "other" }},
-		{"different secrets", func(c *Config) { c.Keys = NewKeys("one") }, func(c *Config) { c.Keys = NewKeys("two") }},
-		{"secret and none", func(c *Config) { c.Keys = NewKeys("one") }, func(c *Config) {}},
+		{"different secrets", func(c *Config) { c.Keys = peer.NewKeys("one") }, func(c *Config) { c.Keys = peer.NewKeys("two") }},
+		{"secret and none", func(c *Config) { c.Keys = peer.NewKeys("one") }, func(c *Config) {}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,8 +190,8 @@ func TestClustersNeverMerge(t *testing.T) {
 func TestEncryptedWithRotation(t *testing.T) {
 	// Rotation: every node first accepts the new secret (extra), then
 	// every node makes it primary; nodes at either step understand each other.
-	a := startNode(t, "a", nil, func(c *Config) { c.Keys = NewKeys("old", "new") })
-	b := startNode(t, "b", []string{a.addr()}, func(c *Config) { c.Keys = NewKeys("new", "old") })
+	a := startNode(t, "a", nil, func(c *Config) { c.Keys = peer.NewKeys("old", "new") })
+	b := startNode(t, "b", []string{a.addr()}, func(c *Config) { c.Keys = peer.NewKeys("new", "old") })
 	waitAlive(t, a, "a", "b")
 	waitAlive(t, b, "a", "b")
 }

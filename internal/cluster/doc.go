@@ -7,6 +7,6 @@
 // first owner, which streams it on to the others while it fills.
 //
 // Peer HTTP requests carry a short-lived HMAC token derived from the
-// cluster secret (see Keys.Sign): the peer API is reachable from the node
+// cluster secret (see peer.Keys.Sign): the peer API is reachable from the node
 // network, and an unauthenticated request must cost the owner nothing.
 package cluster

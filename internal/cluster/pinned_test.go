@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"github.com/berth-mirror/berth/internal/peer"
+
 	"fmt"
 	"net/http"
 	"slices"
@@ -29,8 +31,8 @@ func TestOwnersPinned(t *testing.T) {
 // for that digest for corruptMemory (10 min), not the 1 min of other failures.
 func TestCorruptPeerSkippedTenMinutes(t *testing.T) {
 	blob := randomBlob(t, 64<<10)
-	bad := newPeer(t, blob, Keys{}, func(p *fakePeer) { p.corrupt = true })
-	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("bad", bad.URL), member("me", "")}}, Keys{})
+	bad := newPeer(t, blob, peer.Keys{}, func(p *fakePeer) { p.corrupt = true })
+	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("bad", bad.URL), member("me", "")}}, peer.Keys{})
 	defer f.Close()
 	now := time.Unix(1_700_000_000, 0)
 	f.now = func() time.Time { return now }
@@ -74,7 +76,7 @@ func TestResumeContentRangeChecked(t *testing.T) {
 // TestFailMemoriesBounded: failures for distinct digests and members keep
 // the table at maxFailMemories, even while every entry is still live.
 func TestFailMemoriesBounded(t *testing.T) {
-	f, _ := newTestFetcher(fixedOwners{"me", nil}, Keys{})
+	f, _ := newTestFetcher(fixedOwners{"me", nil}, peer.Keys{})
 	defer f.Close()
 	for i := range 2 * maxFailMemories {
 		f.remember(reqFor([]byte(fmt.Sprint(i))), "m", failMemory)

@@ -21,11 +21,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-mirror/berth/internal/fetch"
-	"github.com/berth-mirror/berth/internal/peerwire"
+	"github.com/berth-mirror/berth/internal/peer"
 )
 
 // PeerPath is the prefix of the peer API.
-const PeerPath = peerwire.Path
+const PeerPath = peer.Path
 
 // Timeouts and memories of the asking side. A dead peer must cost little:
 // the next source is tried as soon as one passes. A busy one must not be
@@ -60,7 +60,7 @@ const (
 // PeerErrorHeader is set by a peer on an answer that is about the peer
 // request itself (its token: "token"), as opposed to an answer the peer
 // relays from its upstream: only the former says the cluster secrets differ.
-const PeerErrorHeader = peerwire.ErrorHeader
+const PeerErrorHeader = peer.ErrorHeader
 
 // errPeer is a peer request that did not give a usable response.
 type errPeer struct {
@@ -99,7 +99,7 @@ type FetcherOptions struct {
 type Fetcher struct {
 	c       Membership
 	bytesIn prometheus.Counter
-	keys    Keys
+	keys    peer.Keys
 	m       *Metrics
 	opts    FetcherOptions
 	client  *http.Client
@@ -128,7 +128,7 @@ type Membership interface {
 }
 
 // NewFetcher returns the asking side over c.
-func NewFetcher(c Membership, keys Keys, m *Metrics, log *slog.Logger, opts FetcherOptions) *Fetcher {
+func NewFetcher(c Membership, keys peer.Keys, m *Metrics, log *slog.Logger, opts FetcherOptions) *Fetcher {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -386,24 +386,24 @@ func (f *Fetcher) Head(ctx context.Context, req fetch.Request) (fetch.Meta, erro
 }
 
 func (f *Fetcher) peerURL(t try, kind string, req fetch.Request) string {
-	q := url.Values{peerwire.QueryRegistry: {req.Registry}, peerwire.QueryRepository: {req.Repository}, peerwire.QueryFrom: {f.c.Name()}}
+	q := url.Values{peer.QueryRegistry: {req.Registry}, peer.QueryRepository: {req.Repository}, peer.QueryFrom: {f.c.Name()}}
 	if req.Verified {
-		q.Set(peerwire.QueryVerified, "1") // the asking node checked its client (private content)
+		q.Set(peer.QueryVerified, "1") // the asking node checked its client (private content)
 	}
 	if t.held {
-		q.Set(peerwire.QueryHeld, "1") // serve it only if stored: fetch nothing, ask no one
+		q.Set(peer.QueryHeld, "1") // serve it only if stored: fetch nothing, ask no one
 	}
 	return strings.TrimSuffix(t.URL, "/") + PeerPath + kind + "/" + req.Digest.String() + "?" + q.Encode()
 }
 
 // UpstreamTokenHeader carries a verified client's short-lived upstream token
 // to the owner that fetches for it (docs/private-images.md).
-const UpstreamTokenHeader = peerwire.UpstreamTokenHeader
+const UpstreamTokenHeader = peer.UpstreamTokenHeader
 
 // setUpstreamToken hands the owner the asking node's upstream token, only
 // with a cluster secret (otherwise the owner would not trust the request).
 // It is set before Authorize, whose token covers it.
-func setUpstreamToken(hr *http.Request, req fetch.Request, keys Keys) {
+func setUpstreamToken(hr *http.Request, req fetch.Request, keys peer.Keys) {
 	if req.UpstreamToken != "" && req.Verified && keys.Enabled() {
 		hr.Header.Set(UpstreamTokenHeader, req.UpstreamToken)
 	}
@@ -535,7 +535,7 @@ func checkResponse(resp *http.Response, req fetch.Request, offset int64) (fetch.
 	case resp.StatusCode == http.StatusNotFound:
 		return fetch.Meta{}, &errPeer{"not_found", fmt.Errorf("peer answered %s", resp.Status)}
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		if resp.Header.Get(PeerErrorHeader) == peerwire.ErrorToken || strings.HasPrefix(resp.Header.Get("Www-Authenticate"), peerwire.AuthScheme) {
+		if resp.Header.Get(PeerErrorHeader) == peer.ErrorToken || strings.HasPrefix(resp.Header.Get("Www-Authenticate"), peer.AuthScheme) {
 			return fetch.Meta{}, &errPeer{"denied", fmt.Errorf("peer refused this node's token: %s (cluster secrets differ?)", resp.Status)}
 		}
 		return fetch.Meta{}, &errPeer{"refused", fmt.Errorf("peer relayed %s", resp.Status)}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-mirror/berth/internal/access"
 	"github.com/berth-mirror/berth/internal/fetch"
 	"github.com/berth-mirror/berth/internal/store"
 )
@@ -128,10 +129,10 @@ func TestAuthPublicRepositoryNoChallenge(t *testing.T) {
 			if s.priv.received(basicAuth("x", "y")) {
 				t.Fatal("a client's credentials were sent upstream for a public repository")
 			}
-			if n := testCounter(t, s.auth.checks); n != 0 {
+			if n := s.checks(t); n != 0 {
 				t.Fatalf("%v access checks for a public repository, want 0", n)
 			}
-			if s.auth.isPrivateID(s.priv.URL + "/lib/pub") {
+			if s.auth.Private(s.priv.URL, "lib/pub") {
 				t.Fatal("public repository marked private")
 			}
 		})
@@ -230,7 +231,7 @@ func TestAuthDecisionCache(t *testing.T) {
 	if warm != 0 {
 		t.Fatalf("cached pull with a warm decision cache: %d upstream requests, want 0", warm)
 	}
-	s.advance(defaultAuthTTL + time.Second)
+	s.advance(access.DefaultTTL + time.Second)
 	before = s.priv.requests()
 	if r := s.pull(t, pre, "", auth, img); !r.allOK() {
 		t.Fatalf("pull after auth_ttl: %v", r.statuses)
@@ -243,8 +244,8 @@ func TestAuthDecisionCache(t *testing.T) {
 	}
 	t.Logf("upstream requests per cached pull of a private image: warm decision cache %d, cold %d", warm, cold)
 	// Many clients with the same credentials: still one check per auth_ttl.
-	s.advance(defaultAuthTTL + time.Second)
-	checks := testCounter(t, s.auth.checks)
+	s.advance(access.DefaultTTL + time.Second)
+	checks := s.checks(t)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -255,17 +256,17 @@ func TestAuthDecisionCache(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := testCounter(t, s.auth.checks) - checks; n != 1 {
+	if n := s.checks(t) - checks; n != 1 {
 		t.Fatalf("%v checks for 8 concurrent requests with one credential, want 1", n)
 	}
 	s.advance(time.Second)
-	checks = testCounter(t, s.auth.checks)
+	checks = s.checks(t)
 	for range 20 {
 		if code, _ := s.get(pre+"/blobs/"+img.layers[0].String(), auth); code != http.StatusOK {
 			t.Fatalf("blob: %d", code)
 		}
 	}
-	if n := testCounter(t, s.auth.checks) - checks; n != 0 {
+	if n := s.checks(t) - checks; n != 0 {
 		t.Fatalf("%v checks for 20 requests within auth_ttl, want 0", n)
 	}
 }
@@ -296,7 +297,7 @@ func TestAuthUpstreamDownGrace(t *testing.T) {
 		t.Fatalf("first GET: %d", code)
 	}
 	s.priv.setDown(true)
-	s.advance(defaultAuthTTL + time.Minute) // past auth_ttl, within auth_grace
+	s.advance(access.DefaultTTL + time.Minute) // past auth_ttl, within auth_grace
 	if code, _ := s.get(blob, auth); code != http.StatusOK {
 		t.Fatalf("within the grace period: %d, want 200", code)
 	}
@@ -307,7 +308,7 @@ func TestAuthUpstreamDownGrace(t *testing.T) {
 	if code, _ := s.get(blob, ""); code != http.StatusUnauthorized {
 		t.Fatalf("no credentials with the upstream down: %d, want 401", code)
 	}
-	s.advance(defaultAuthGrace)
+	s.advance(access.DefaultGrace)
 	if code, _ := s.get(blob, auth); code != http.StatusBadGateway {
 		t.Fatalf("past the grace period: %d, want 502", code)
 	}
@@ -369,7 +370,7 @@ func TestAuthMarksSurviveRestart(t *testing.T) {
 	}
 	s.restart(t)
 	s.priv.setDown(true)
-	if !s.auth.isPrivateID(s.priv.URL + "/" + privRepo) {
+	if !s.auth.Private(s.priv.URL, privRepo) {
 		t.Fatal("private repository forgotten across a restart")
 	}
 	for _, rt := range privRoutes {
@@ -403,14 +404,14 @@ func TestAuthRepositoryPublicAgain(t *testing.T) {
 		t.Fatalf("private pull: %v", r.statuses)
 	}
 	s.priv.setPublic(privRepo)
-	checks := testCounter(t, s.auth.checks)
+	checks := s.checks(t)
 	if r := s.pull(t, pre, "", "", img); !r.all(http.StatusUnauthorized) || r.content {
 		t.Fatalf("within auth_ttl of the refusal: %v", r.statuses)
 	}
-	if n := testCounter(t, s.auth.checks) - checks; n != 0 {
+	if n := s.checks(t) - checks; n != 0 {
 		t.Fatalf("%v probes within auth_ttl, want 0", n)
 	}
-	s.advance(defaultAuthTTL + time.Second)
+	s.advance(access.DefaultTTL + time.Second)
 	if r := s.pull(t, pre, "", "", img); !r.allOK() {
 		t.Fatalf("after auth_ttl, public again: %v", r.statuses)
 	}
@@ -500,9 +501,9 @@ func TestAuthNodeCredential(t *testing.T) {
 		name, mode string
 		anonOK     bool // a client without credentials reads the private image
 	}{
-		{"client", PrivateClient, false},
+		{"client", access.PrivateClient, false},
 		{"default is client", "", false},
-		{"node", PrivateNode, true},
+		{"node", access.PrivateNode, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -604,27 +605,6 @@ func TestAuthBaseAdvertisesBasic(t *testing.T) {
 	}
 }
 
-func TestAuthTTLCacheBounded(t *testing.T) {
-	c := newTTLCache[bool](64, time.Minute)
-	k := newKeyer()
-	now := time.Unix(0, 0)
-	for i := range 1000 {
-		c.put(k.sum("x", string(rune(i))), true, now.Add(time.Duration(i)*time.Millisecond))
-	}
-	if n := c.len(); n > 64 {
-		t.Fatalf("cache holds %d entries, bound 64", n)
-	}
-	if _, _, ok := c.get(k.sum("x", string(rune(999)))); !ok {
-		t.Fatal("newest entry evicted")
-	}
-	if k.sum("ab", "c") == k.sum("a", "bc") {
-		t.Fatal("keys are ambiguous")
-	}
-	if newKeyer().sum("a") == k.sum("a") {
-		t.Fatal("two keyers give the same key: the key is not random")
-	}
-}
-
 var _ = digest.Canonical
 
 // TestAuthRecheckAfterStoreRead: the access check and the store read are two
@@ -649,8 +629,7 @@ func TestAuthRecheckAfterStoreRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := httptest.NewRecorder()
-	err = s.h.serveBlob(&recorder{ResponseWriter: w}, httptest.NewRequest(http.MethodGet, path, nil),
-		&request{path: p, target: tgt, client: c})
+	err = s.h.serveBlob(&recorder{ResponseWriter: w}, httptest.NewRequest(http.MethodGet, path, nil), newRequest(p, tgt, c))
 	if e := asError(err); err == nil || e.Status != http.StatusNotFound || strings.Contains(w.Body.String(), string(img.data[layer][:32])) {
 		t.Fatalf("a public request reaching the store read after a private commit: %v, %d bytes sent; want 404 and no content", err, w.Body.Len())
 	}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/berth-mirror/berth/internal/access"
 )
 
 // TestCredentialFloodLimited: distinct wrong credentials for one repository
@@ -27,10 +29,10 @@ func TestCredentialFloodLimited(t *testing.T) {
 		codes[code]++
 	}
 	checks := s.priv.n("HEAD manifests") - before
-	if checks > credCheckBurst+2 || codes[http.StatusTooManyRequests] < 200-credCheckBurst-2 {
-		t.Errorf("200 distinct wrong passwords: %d upstream checks, answers %v; want at most a burst (%d) upstream, 429 for the rest", checks, codes, credCheckBurst)
+	if checks > access.CredentialCheckBurst+2 || codes[http.StatusTooManyRequests] < 200-access.CredentialCheckBurst-2 {
+		t.Errorf("200 distinct wrong passwords: %d upstream checks, answers %v; want at most a burst (%d) upstream, 429 for the rest", checks, codes, access.CredentialCheckBurst)
 	}
-	if v := testCounter(t, s.auth.outcomes.MustCurryWith(map[string]string{"outcome": "limited"})); v < 100 {
+	if v := s.authCount(t, "berth_auth_requests_total", "outcome", "limited"); v < 100 {
 		t.Errorf("limited outcomes counted %v", v)
 	}
 	resp, err := http.Get(s.srv.URL + manifest) // anonymous: challenged, not limited
@@ -75,24 +77,4 @@ func TestPrivateReposBoundedAndPersistedOnAccept(t *testing.T) {
 		t.Errorf("after a restart, no credentials: %d, want 401", code)
 	}
 
-	p := newPrivateRepos(3)
-	for i := range 10 {
-		p.add(fmt.Sprint(i), false)
-	}
-	if p.len() != 3 || !p.has("9") || p.has("0") {
-		t.Errorf("bounded set: %d entries, has 9 %v, has 0 %v", p.len(), p.has("9"), p.has("0"))
-	}
-}
-
-// TestCredLimiterBucketsBounded: distinct repositories and addresses do not
-// grow the limiter past maxBuckets.
-func TestCredLimiterBucketsBounded(t *testing.T) {
-	l := newCredLimiter(credCheckBurst, credCheckRate)
-	now := time.Unix(1_700_000_000, 0)
-	for i := range 3 * maxBuckets {
-		l.allow(now, fmt.Sprintf("repo\x00%d", i), fmt.Sprintf("src\x0010.0.%d.%d", i/256, i%256))
-	}
-	if n := l.lru.Len(); n > maxBuckets || len(l.buckets) != n {
-		t.Errorf("%d buckets (map %d), bound %d", n, len(l.buckets), maxBuckets)
-	}
 }

@@ -15,8 +15,8 @@ import (
 
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
+	"github.com/berth-mirror/berth/internal/access"
 	"github.com/berth-mirror/berth/internal/fetch"
 	"github.com/berth-mirror/berth/internal/metrics"
 	"github.com/berth-mirror/berth/internal/store"
@@ -238,13 +238,15 @@ func (a *authUpstream) serveToken(w http.ResponseWriter, r *http.Request) {
 type authStack struct {
 	*stack
 	priv, pub *authUpstream
-	auth      *Auth
-	logs      *syncBuffer
-	log       *slog.Logger
-	base      *upstream.Client
-	ups       upstreamMap
-	mode      string
-	source    func(fetch.Source) fetch.Source
+	auth      *access.Gate
+	// authReg receives the gate's metrics (authCount).
+	authReg prometheus.Gatherer
+	logs    *syncBuffer
+	log     *slog.Logger
+	base    *upstream.Client
+	ups     upstreamMap
+	mode    string
+	source  func(fetch.Source) fetch.Source
 }
 
 // peer is the peer API over the stack's store, upstreams and Auth, as a
@@ -255,8 +257,10 @@ func (s *authStack) peer(t testing.TB, withTokens bool) *httptest.Server {
 	if withTokens {
 		popts.Verify = func(*http.Request, string) error { return nil }
 	}
-	p := NewPeer(Options{Store: s.store, Fetcher: s.fetcher, Metrics: s.metrics, Auth: s.auth, Logger: s.log,
-		Upstreams: s.ups, DefaultRegistry: "docker.io", Now: s.clock}, popts)
+	s.nowMu.Lock()
+	h := s.h
+	s.nowMu.Unlock()
+	p := NewPeerFor(h, popts) // the same gate as /v2/
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	return srv
@@ -266,7 +270,7 @@ type authStackOptions struct {
 	mode     string // upstream auth: basic or token
 	nodeUser string // node credential configured for the private upstream
 	nodePass string
-	private  string // PrivateClient or PrivateNode
+	private  string // access.PrivateClient or access.PrivateNode
 	st       *store.Store
 	// source, if set, is Options.Source (a cluster's peer source).
 	source func(fetch.Source) fetch.Source
@@ -305,7 +309,7 @@ func newAuthStack(t testing.TB, o authStackOptions) *authStack {
 	s.ups = upstreamMap{"registry.test:5000": pc, "docker.io": pc, "public.test": qc}
 	s.mode = o.private
 	s.source = o.source
-	s.build(m.Registry)
+	s.build(m.Registry, m.Registry)
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.nowMu.Lock()
 		h := s.h
@@ -316,11 +320,12 @@ func newAuthStack(t testing.TB, o authStackOptions) *authStack {
 	return s
 }
 
-// build makes a new Auth and Handler over the same store and upstreams.
-func (s *authStack) build(reg prometheus.Registerer) {
-	auth := NewAuth(AuthOptions{Mode: s.mode, Marks: s.store, Registerer: reg, Logger: s.log, Now: s.clock})
+// build makes a new Handler, with a new gate, over the same store and
+// upstreams; the gate's metrics go to reg.
+func (s *authStack) build(reg prometheus.Registerer, g prometheus.Gatherer) {
 	h := New(Options{
-		Store: s.store, Fetcher: s.fetcher, Metrics: s.metrics, Auth: auth, Logger: s.log,
+		Store: s.store, Fetcher: s.fetcher, Metrics: s.metrics, Logger: s.log,
+		Access:          access.Options{Mode: s.mode, Registerer: reg, Logger: s.log, Now: s.clock},
 		Upstreams:       s.ups,
 		DefaultRegistry: "docker.io",
 		TagTTL:          time.Minute,
@@ -328,7 +333,7 @@ func (s *authStack) build(reg prometheus.Registerer) {
 		Source:          s.source,
 	})
 	s.nowMu.Lock()
-	s.auth, s.h = auth, h
+	s.auth, s.authReg, s.h = h.Gate(), g, h
 	s.nowMu.Unlock()
 }
 
@@ -336,7 +341,8 @@ func (s *authStack) build(reg prometheus.Registerer) {
 // cache and the in-memory private set are new, the store is the same.
 func (s *authStack) restart(t testing.TB) {
 	t.Helper()
-	s.build(nil)
+	reg := prometheus.NewRegistry()
+	s.build(reg, reg)
 }
 
 func (s *authStack) clock() time.Time {
@@ -367,22 +373,37 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// testCounter sums every series of a counter vector.
-func testCounter(t testing.TB, v *prometheus.CounterVec) float64 {
+// authCount sums the series of the gate's counter name whose labels
+// include labels (name=value pairs).
+func (s *authStack) authCount(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
-	ch := make(chan prometheus.Metric, 64)
-	go func() { v.Collect(ch); close(ch) }()
+	mfs, err := s.authReg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var sum float64
-	for m := range ch {
-		var pb dto.Metric
-		if err := m.Write(&pb); err != nil {
-			t.Fatal(err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
 		}
-		sum += pb.GetCounter().GetValue()
+	series:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+				}
+				if !found {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
 	}
 	return sum
 }
 
-// isPrivateID reports whether repository id (endpoint URL/repository) is
-// marked private.
-func (a *Auth) isPrivateID(id string) bool { return a.private.has(id) }
+// checks is how many upstream access checks the gate made.
+func (s *authStack) checks(t testing.TB) float64 {
+	return s.authCount(t, "berth_auth_upstream_checks_total")
+}

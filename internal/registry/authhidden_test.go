@@ -20,7 +20,7 @@ func TestAuthHiddenRepository(t *testing.T) {
 		if r := s.pull(t, privRoutes[0].prefix, "", basicAuth("bob", "bobs-password"), img); r.content || !r.all(http.StatusNotFound) {
 			t.Fatalf("a credential the upstream answers 404: %v, want 404 and no content", r.statuses)
 		}
-		if !s.auth.isPrivateID(s.base.URL() + "/" + privRepo) {
+		if !s.auth.Private(s.base.URL(), privRepo) {
 			t.Fatal("the repository is no longer private")
 		}
 	})

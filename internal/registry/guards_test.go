@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-mirror/berth/internal/access"
 	"github.com/berth-mirror/berth/internal/fetch"
 )
 
@@ -35,7 +36,7 @@ func TestAuthRecheckAfterStoreReadManifest(t *testing.T) {
 	}
 	w := httptest.NewRecorder()
 	err = s.h.serveManifest(&recorder{ResponseWriter: w}, httptest.NewRequest(http.MethodGet, path, nil),
-		&request{path: p, target: tgt, client: c})
+		newRequest(p, tgt, c))
 	if e := asError(err); err == nil || e.Status != http.StatusNotFound || strings.Contains(w.Body.String(), string(img.body[:40])) {
 		t.Fatalf("a public manifest request reaching the store read after a private commit: %v, %d bytes sent; want 404 and no content", err, w.Body.Len())
 	}
@@ -57,7 +58,7 @@ func TestAuthRefusalExpires(t *testing.T) {
 	if code, _ := s.get(blob, bob); code != http.StatusUnauthorized {
 		t.Fatalf("bob within the refusal's 30 s: %d, want 401 (remembered)", code)
 	}
-	s.advance(denyTTL + time.Second)
+	s.advance(access.DenyTTL + time.Second)
 	if code, _ := s.get(blob, bob); code != http.StatusOK {
 		t.Fatalf("bob after the refusal expired: %d, want 200", code)
 	}

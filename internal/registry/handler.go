@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/berth-mirror/berth/internal/access"
 	"github.com/berth-mirror/berth/internal/fetch"
 	"github.com/berth-mirror/berth/internal/metrics"
 	"github.com/berth-mirror/berth/internal/store"
@@ -64,10 +65,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// Auth decides who may read private repositories and content (default:
-	// NewAuth with its defaults, marks kept in Store). Pass the same Auth to
-	// every handler built for one server, so decisions outlive a reload.
-	Auth *Auth
+	// Access configures the access gate the handler builds, which decides
+	// who may read private repositories and content for /v2/, the peer API
+	// and admin prefetch alike (Gate). Its Store, Logger, Now,
+	// UpstreamTimeout, Failed and PeerTokens are the handler's when unset.
+	Access access.Options
 }
 
 // Live are the options a configuration reload changes while a Handler
@@ -102,6 +104,8 @@ type Handler struct {
 	// referrers caches referrers answers (the handler lives as long as the
 	// server: a reload keeps it).
 	referrers *ReferrersCache
+	// gate decides who may read what (internal/access).
+	gate *access.Gate
 	// overloadLogged is when an overload refusal was last logged (unix
 	// nanoseconds): under load, one line per interval, not one per client.
 	overloadLogged atomic.Int64
@@ -121,13 +125,6 @@ func New(opts Options) *Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Auth == nil {
-		ao := AuthOptions{Logger: opts.Logger}
-		if opts.Store != nil { // a nil *store.Store must not become a non-nil PrivateMarks
-			ao.Marks = opts.Store
-		}
-		opts.Auth = NewAuth(ao)
-	}
 	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics, manifests: opts.Manifests,
 		tagLists: make(chan struct{}, maxTagLists)}
 	if h.manifests == nil {
@@ -137,8 +134,39 @@ func New(opts Options) *Handler {
 	h.lookup = opts.Upstreams.Lookup
 	h.SetLive(Live{DefaultRegistry: opts.DefaultRegistry, TagTTL: opts.TagTTL,
 		UpstreamTimeout: opts.UpstreamTimeout, MaxManifestBytes: opts.MaxManifestBytes})
+	h.gate = access.New(h.accessOptions(opts.Access))
 	return h
 }
+
+// accessOptions completes the gate's options with the handler's store,
+// logger, clock, live upstream timeout and failure counting.
+func (h *Handler) accessOptions(ao access.Options) access.Options {
+	if ao.Store == nil && h.opts.Store != nil { // a nil *store.Store must not become a non-nil access.Store
+		ao.Store = h.opts.Store
+	}
+	if ao.Logger == nil {
+		ao.Logger = h.log
+	}
+	if ao.Now == nil {
+		ao.Now = h.opts.Now
+	}
+	if ao.UpstreamTimeout == nil {
+		ao.UpstreamTimeout = func() time.Duration { return h.live().UpstreamTimeout }
+	}
+	if ao.Failed == nil {
+		ao.Failed = func(ctx context.Context, registry, repository string, err error) {
+			h.countFailure(ctx, Target{Registry: registry, Repository: repository}, err)
+		}
+	}
+	// A cluster owner may fetch what this node lacks: private requests get
+	// an upstream pull token to hand it.
+	ao.PeerTokens = ao.PeerTokens || h.opts.Source != nil || h.opts.PeerManifest != nil
+	return ao
+}
+
+// Gate is the access gate of this handler, for the peer API: one gate for
+// every path that hands out bytes.
+func (h *Handler) Gate() *access.Gate { return h.gate }
 
 // SetLive puts reloaded options into force for the requests that start
 // from now on; requests in flight finish with those they started with.
@@ -165,31 +193,57 @@ func (h *Handler) route(name, ns string) (Target, *upstream.Client, error) {
 	return r.Route(name, ns)
 }
 
-// request is one parsed API request.
+// request is one parsed API request. It is not changed once built: the
+// gate's grant makes a new one (granted).
 type request struct {
 	path   Path
 	target Target
-	client *upstream.Client
-	// private: the repository needs credentials; client carries the
-	// client's own (auth.go).
+	// ask is what the access gate is asked for this request.
+	ask access.Request
+	// client, private, origin and token are what the gate granted
+	// (access.Grant): before it decides, client is the routed client.
+	client  *upstream.Client
 	private bool
-	// id names the repository by its upstream endpoint (repoID).
-	id string
-	// token is an upstream pull token for a cluster owner (authpeer.go).
-	token string
-	// peer: asked over the peer API, whose rules (peerAllowed) apply;
-	// verifiedPeer: the asking node checked its client.
-	peer, verifiedPeer bool
-	// from names the member that asked (peer API); heldOnly: it asks only
-	// whether this node holds the content (answered from the store alone).
+	origin  string
+	token   string
+	// peer: asked over the peer API; from names the member that asked;
+	// heldOnly: it asks only whether this node holds the content (answered
+	// from the store alone).
+	peer     bool
 	from     string
 	heldOnly bool
-	// source is the client's address (host of RemoteAddr): the unit of
-	// the per-client limit on new credentials (authbounds.go).
-	source string
 	// referrers: a referrers listing of the manifest path.Reference, gated
 	// as that manifest (referrers.go).
 	referrers bool
+}
+
+// newRequest is the request for p routed to t and c, with its question to
+// the gate (credentials and the client's address are the caller's to add).
+func newRequest(p Path, t Target, c *upstream.Client) *request {
+	kind := access.Manifest
+	switch p.Kind {
+	case KindBlob:
+		kind = access.Blob
+	case KindTags:
+		kind = access.Tags
+	case KindReferrers:
+		kind = access.Referrers
+	}
+	return &request{path: p, target: t, client: c, ask: access.Request{
+		Registry: t.Registry, Repository: t.Repository, Kind: kind, Reference: p.Reference, Client: c,
+	}}
+}
+
+// granted is req served as g grants.
+func (req *request) granted(g access.Grant) *request {
+	out := *req
+	out.client, out.private, out.origin, out.token = g.Client, g.Private, g.Origin, g.Token
+	return &out
+}
+
+// grant is what the gate granted req.
+func (req *request) grant() access.Grant {
+	return access.Grant{Client: req.client, Private: req.private, Origin: req.origin, Token: req.token}
 }
 
 // ServeHTTP implements the pull API.
@@ -222,20 +276,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		attrs = append(attrs, slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
-		req := &request{path: p, target: t, client: c, source: clientHost(r.RemoteAddr)}
-		switch p.Kind {
-		case KindManifest, KindBlob, KindTags:
-			if p.Kind == KindBlob {
-				attrs = append(attrs, slog.String("digest", p.Reference))
-			}
-			return h.authorized(rec, r, req)
-		default: // KindReferrers
-			// Who may read the subject manifest may list what refers to it:
-			// the gate decides as for the manifest by digest.
-			gate := *req
-			gate.path.Kind, gate.referrers = KindManifest, true
-			return h.authorized(rec, r, &gate)
+		if p.Kind == KindBlob {
+			attrs = append(attrs, slog.String("digest", p.Reference))
 		}
+		req := newRequest(p, t, c)
+		req.ask.Source = clientHost(r.RemoteAddr)
+		req.ask.Credentials, req.ask.CredentialsErr = access.ParseAuthorization(r.Header)
+		if p.Kind == KindReferrers {
+			// Who may read the subject manifest may list what refers to it:
+			// the gate decides as for the manifest by digest
+			// (access.Referrers), the manifest path serves the listing.
+			req.path.Kind, req.referrers = KindManifest, true
+		}
+		return h.authorized(rec, r, req)
 	}()
 	if err != nil {
 		e := asError(err)
@@ -284,8 +337,8 @@ func (h *Handler) serveBase(w http.ResponseWriter, r *http.Request) error {
 	// Not a challenge (the status stays 200, public pulls need nothing): it
 	// tells clients that only honour challenges seen at the ping
 	// (containers/image: skopeo, podman) to send their credentials for
-	// berth, which private repositories need (auth.go).
-	w.Header().Set("Www-Authenticate", berthChallenge)
+	// berth, which private repositories need (internal/access).
+	w.Header().Set("Www-Authenticate", access.ChallengeHeader)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", "2")
 	w.WriteHeader(http.StatusOK)

@@ -13,14 +13,15 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-mirror/berth/internal/access"
 	"github.com/berth-mirror/berth/internal/fetch"
-	"github.com/berth-mirror/berth/internal/peerwire"
+	"github.com/berth-mirror/berth/internal/peer"
 	"github.com/berth-mirror/berth/internal/store"
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
 // PeerPrefix is the path prefix of the peer API (DESIGN.md, Cluster).
-const PeerPrefix = peerwire.Path
+const PeerPrefix = peer.Path
 
 // ErrNoCredentials marks a peer request without credentials (401); any
 // other Verify error is a refusal (403).
@@ -30,11 +31,11 @@ var ErrNoCredentials = errors.New("registry: peer request without credentials")
 // its cluster token was refused), as opposed to an answer relayed from the
 // upstream or the access rules: only the former says the cluster secrets
 // differ (the cluster package reads it under the same name).
-const PeerErrorHeader = peerwire.ErrorHeader
+const PeerErrorHeader = peer.ErrorHeader
 
 // defaultHeartbeat is how often a peer request that has no answer yet gets
 // a "102 Processing": the asking node waits as long as they come.
-const defaultHeartbeat = peerwire.Heartbeat
+const defaultHeartbeat = peer.Heartbeat
 
 // PeerOptions configure the peer API.
 type PeerOptions struct {
@@ -128,11 +129,11 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 		if err := p.opts.Verify(r, ref); err != nil {
 			if errors.Is(err, ErrNoCredentials) {
 				e := newError(http.StatusUnauthorized, CodeUnauthorized, "peer request without a token")
-				e.Header = http.Header{"Www-Authenticate": {peerwire.AuthScheme}, PeerErrorHeader: {peerwire.ErrorToken}}
+				e.Header = http.Header{"Www-Authenticate": {peer.AuthScheme}, PeerErrorHeader: {peer.ErrorToken}}
 				return e
 			}
 			e := newError(http.StatusForbidden, CodeDenied, "peer token refused: %v", err)
-			e.Header = http.Header{PeerErrorHeader: {peerwire.ErrorToken}}
+			e.Header = http.Header{PeerErrorHeader: {peer.ErrorToken}}
 			return e
 		}
 	}
@@ -141,7 +142,7 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 		return newError(http.StatusBadRequest, CodeDigestInvalid, "invalid digest %q", truncate(ref, 80))
 	}
 	q := r.URL.Query()
-	registry, repository := q.Get(peerwire.QueryRegistry), q.Get(peerwire.QueryRepository)
+	registry, repository := q.Get(peer.QueryRegistry), q.Get(peer.QueryRepository)
 	if registry == "" || repository == "" {
 		return newError(http.StatusBadRequest, CodeNameInvalid, "the registry and repository parameters are required")
 	}
@@ -151,22 +152,31 @@ func (p *Peer) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	req := &request{target: t, client: c, path: Path{Name: t.String(), Reference: dg.String(), Kind: KindManifest}}
+	pk := KindManifest
 	if kind == "blobs" {
-		req.path.Kind = KindBlob
+		pk = KindBlob
 	}
+	req := newRequest(Path{Name: t.String(), Reference: dg.String(), Kind: pk}, t, c)
 	// Private content goes only to a peer that checked its client (and
 	// only with tokens: without a cluster secret anyone could claim it).
-	verified := p.opts.Verify != nil && q.Get(peerwire.QueryVerified) == "1"
-	req.peer, req.verifiedPeer = true, verified
-	req.heldOnly = q.Get(peerwire.QueryHeld) == "1"
+	req.ask.Peer = &access.Peer{
+		Verified: p.opts.Verify != nil && q.Get(peer.QueryVerified) == "1",
+		Token:    r.Header.Get(peer.UpstreamTokenHeader),
+		HeldOnly: q.Get(peer.QueryHeld) == "1",
+	}
+	req.peer, req.heldOnly = true, req.ask.Peer.HeldOnly
 	// An older node names no member: the request is still a peer's.
-	if req.from = q.Get(peerwire.QueryFrom); req.from == "" {
+	if req.from = q.Get(peer.QueryFrom); req.from == "" {
 		req.from = "peer"
 	}
-	if err := p.h.peerGate(r.Context(), req, r.Header.Get(PeerUpstreamTokenHeader)); err != nil {
-		return err
+	dec, err := p.h.gate.Authorize(r.Context(), req.ask)
+	if err != nil {
+		return p.h.accessError(req, err)
 	}
+	if dec.Challenge != nil { // the owner's rules answer 404, never a challenge
+		return newError(http.StatusNotFound, notFoundCode(req), "%s", dec.Challenge.Message)
+	}
+	req = req.granted(dec.Grant)
 	if kind == "blobs" {
 		return p.h.serveBlob(w, r, req)
 	}

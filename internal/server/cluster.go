@@ -19,6 +19,7 @@ import (
 	"github.com/berth-mirror/berth/internal/config"
 	"github.com/berth-mirror/berth/internal/fetch"
 	"github.com/berth-mirror/berth/internal/metrics"
+	"github.com/berth-mirror/berth/internal/peer"
 	"github.com/berth-mirror/berth/internal/registry"
 )
 
@@ -30,7 +31,7 @@ type clusterNode struct {
 	url      string
 	name     string // cluster.node_name; "" : derived by cluster.Start
 	log      *slog.Logger
-	keys     cluster.Keys
+	keys     peer.Keys
 	m        *cluster.Metrics
 	peer     *registry.Peer
 	fetcher  *cluster.Fetcher
@@ -56,7 +57,7 @@ func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m 
 	}
 	log = log.With("component", "cluster")
 	primary, extra := cfg.Cluster.Secrets()
-	n := &clusterNode{cfg: cfg.Cluster, url: url, name: cfg.Cluster.NodeName, log: log, keys: cluster.NewKeys(primary, extra...), m: cluster.NewMetrics()}
+	n := &clusterNode{cfg: cfg.Cluster, url: url, name: cfg.Cluster.NodeName, log: log, keys: peer.NewKeys(primary, extra...), m: cluster.NewMetrics()}
 	n.bytesOut = n.m.Bytes.WithLabelValues("out")
 	n.fetcher = cluster.NewFetcher(n, n.keys, n.m, log, cluster.FetcherOptions{
 		Peers:    fc.Peers(),
@@ -94,7 +95,7 @@ func (n *clusterNode) peerOptions() registry.PeerOptions {
 
 func (n *clusterNode) verify(r *http.Request, dg string) error {
 	err := n.keys.Verify(r, dg, time.Now())
-	if errors.Is(err, cluster.ErrNoToken) {
+	if errors.Is(err, peer.ErrNoToken) {
 		return fmt.Errorf("%w: %w", registry.ErrNoCredentials, err)
 	}
 	return err

@@ -95,7 +95,6 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	// One manifest coalescer shared by the /v2/ and peer APIs, so a manifest
 	// is fetched upstream once per node whichever API asked.
 	manifests := new(singleflight.Group)
-	auth := newAuth(cfg, st, m, log) // shared by the /v2/ and peer APIs (private content)
 	s := &Server{cfg: cfg, log: log, Store: st, Fetcher: fc, Metrics: m, Upstreams: ups, started: time.Now(),
 		version: o.version, upload: throttle.New(int64(cfg.Cluster.UploadRate))}
 	cl, err := newClusterNode(cfg, log, fc, m, s.maxManifestBytes)
@@ -109,7 +108,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	// peer API: one gate, one manifest cap, one set of limits (the tags/list
 	// slots); a reload swaps its live options (registry.Live).
 	v2 := registry.New(registry.Options{
-		Auth:             auth,
+		Access:           accessOptions(cfg, m, log), // one gate for the /v2/ and peer APIs and prefetch
 		Store:            st,
 		Fetcher:          fc,
 		Upstreams:        ups,

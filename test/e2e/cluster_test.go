@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-mirror/berth/internal/cluster"
+	"github.com/berth-mirror/berth/internal/peer"
 )
 
 // startCluster starts three nodes on 127.0.0.1-3 that join each other and
@@ -294,11 +295,11 @@ func TestClusterPeerTokens(t *testing.T) {
 	peerAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	n := startNode(t, reg.Addr, nodeOptions{Name: "n1", IP: "127.0.0.1", Env: []string{"BERTH_CLUSTER_PEER_LISTEN=" + peerAddr}})
 	path := "/peer/v1/blobs/" + dg + "?registry=registry.test&repository=test%2Ftok"
-	keys := cluster.NewKeys(clusterSecret)
+	keys := peer.NewKeys(clusterSecret)
 	sign := func(at time.Time) http.Header {
-		return http.Header{"Authorization": {cluster.TokenScheme + " " + keys.Sign("GET", path, dg, at)}}
+		return http.Header{"Authorization": {peer.AuthScheme + " " + keys.Sign("GET", path, dg, at)}}
 	}
-	wrong := cluster.NewKeys("another-secret-0123456789")
+	wrong := peer.NewKeys("another-secret-0123456789")
 	for _, base := range []string{n.URL, "http://" + peerAddr} {
 		tests := []struct {
 			name   string
@@ -306,9 +307,9 @@ func TestClusterPeerTokens(t *testing.T) {
 			status int
 		}{
 			{"missing", nil, http.StatusUnauthorized},
-			{"wrong secret", http.Header{"Authorization": {cluster.TokenScheme + " " + wrong.Sign("GET", path, dg, time.Now())}}, http.StatusForbidden},
+			{"wrong secret", http.Header{"Authorization": {peer.AuthScheme + " " + wrong.Sign("GET", path, dg, time.Now())}}, http.StatusForbidden},
 			{"expired", sign(time.Now().Add(-5 * time.Minute)), http.StatusForbidden},
-			{"garbage", http.Header{"Authorization": {cluster.TokenScheme + " 123.abc"}}, http.StatusForbidden},
+			{"garbage", http.Header{"Authorization": {peer.AuthScheme + " 123.abc"}}, http.StatusForbidden},
 		}
 		for _, tt := range tests {
 			t.Run(base+" "+tt.name, func(t *testing.T) {

@@ -1,4 +1,4 @@
-package registry
+package access
 
 import (
 	"crypto/hmac"
@@ -26,7 +26,7 @@ func newKeyer() *keyer {
 	if _, err := rand.Read(secret[:]); err != nil {
 		// crypto/rand does not fail on supported platforms (Go 1.24+ it
 		// never returns an error); a fixed key would make keys guessable.
-		panic("registry: no randomness for the credential cache key: " + err.Error())
+		panic("access: no randomness for the credential cache key: " + err.Error())
 	}
 	k := &keyer{}
 	k.pool.New = func() any { return hmac.New(sha256.New, secret[:]) }

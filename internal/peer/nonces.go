@@ -1,4 +1,4 @@
-package cluster
+package peer
 
 import (
 	"errors"
@@ -15,7 +15,7 @@ const nonceLen = 16
 // goes to its next source, and no request can be replayed.
 const maxNonces = 1 << 16
 
-var errTooManyTokens = errors.New("cluster: too many peer requests within the token validity")
+var errTooManyTokens = errors.New("peer: too many peer requests within the token validity")
 
 // nonces is the seen-set of verified peer tokens: each nonce is kept until
 // its token expires (its time plus TokenValidity), so a replay within the

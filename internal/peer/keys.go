@@ -1,4 +1,4 @@
-package cluster
+package peer
 
 import (
 	"crypto/hmac"
@@ -11,12 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/berth-mirror/berth/internal/peerwire"
 )
-
-// TokenScheme is the Authorization scheme of peer requests.
-const TokenScheme = peerwire.AuthScheme
 
 // TokenValidity is how far a token's timestamp may be from the verifier's
 // clock, either way: long enough for clock skew between nodes, short
@@ -25,14 +20,14 @@ const TokenValidity = 60 * time.Second
 
 // Token errors; ErrNoToken maps to 401, the others to 403.
 var (
-	ErrNoToken      = errors.New("cluster: peer request without a token")
-	ErrBadToken     = errors.New("cluster: peer token is not valid")
-	ErrExpiredToken = errors.New("cluster: peer token has expired")
+	ErrNoToken      = errors.New("peer: peer request without a token")
+	ErrBadToken     = errors.New("peer: peer token is not valid")
+	ErrExpiredToken = errors.New("peer: peer token has expired")
 )
 
 // ErrReplayedToken means a peer token was presented before: a captured
 // request cannot be sent again within its validity.
-var ErrReplayedToken = errors.New("cluster: peer token was already used")
+var ErrReplayedToken = errors.New("peer: peer token was already used")
 
 // tokenVersion prefixes every token. Tokens of earlier versions (no
 // version, no nonce, upstream token not covered) are refused: in a cluster
@@ -42,10 +37,10 @@ const tokenVersion = "v2"
 
 // signedHeaders are the request headers a peer token covers besides the
 // method, the request URI (path and every query parameter: registry,
-// repository, verified, held, from) and the digest (peerwire.SignedHeaders):
+// repository, verified, held, from) and the digest (SignedHeaders):
 // those that change what the owner does or serves. An absent header is
 // signed as empty, so one cannot be added either. Read only.
-var signedHeaders = peerwire.SignedHeaders()
+var signedHeaders = SignedHeaders()
 
 // Keys are the keys derived from the cluster secrets: the first is the
 // primary (gossip encryption, signing), the others are accepted too, so a
@@ -82,7 +77,7 @@ func (k Keys) Enabled() bool { return len(k.token) > 0 }
 // GossipKeys returns the AES keys, primary first.
 func (k Keys) GossipKeys() [][]byte { return k.gossip }
 
-// Sign returns the token for a request with none of peerwire.SignedHeaders:
+// Sign returns the token for a request with none of SignedHeaders:
 // "v2.<unix seconds>.<hex nonce>.<hex HMAC>" of method, request URI (path
 // and query), digest, time and nonce. Without a secret it returns "".
 func (k Keys) Sign(method, uri, digest string, now time.Time) string {
@@ -100,10 +95,10 @@ func (k Keys) sign(method, uri, digest string, h http.Header, now time.Time) str
 }
 
 // Authorize sets the Authorization header of a peer request, covering its
-// method, URI, peerwire.SignedHeaders (set them first) and digest.
+// method, URI, SignedHeaders (set them first) and digest.
 func (k Keys) Authorize(r *http.Request, digest string, now time.Time) {
 	if tok := k.sign(r.Method, r.URL.RequestURI(), digest, r.Header, now); tok != "" {
-		r.Header.Set("Authorization", TokenScheme+" "+tok)
+		r.Header.Set("Authorization", AuthScheme+" "+tok)
 	}
 }
 
@@ -117,7 +112,7 @@ func (k Keys) Verify(r *http.Request, digest string, now time.Time) error {
 	}
 	auth := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(auth, " ")
-	if auth == "" || !ok || !strings.EqualFold(scheme, TokenScheme) {
+	if auth == "" || !ok || !strings.EqualFold(scheme, AuthScheme) {
 		return ErrNoToken
 	}
 	parts := strings.Split(strings.TrimSpace(tok), ".")

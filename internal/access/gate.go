@@ -1,9 +1,9 @@
-package registry
+package access
 
 import (
+	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -26,10 +26,11 @@ const (
 	PrivateNode = "node"
 )
 
-// PrivateMarks keeps which repositories are private and which content was
-// first fetched for one, across restarts. *store.Store implements it. The
-// marks hold names and digests, never credentials.
-type PrivateMarks interface {
+// Store is what the gate needs of the content store: the private marks,
+// which keep which repositories are private and which content was first
+// fetched for one across restarts (names and digests, never credentials),
+// and what is held. *store.Store implements it.
+type Store interface {
 	// MarkPrivateRepo records a repository (its endpoint URL and name) as
 	// private.
 	MarkPrivateRepo(target string) error
@@ -42,12 +43,16 @@ type PrivateMarks interface {
 	PrivateObject(dg digest.Digest) (string, error)
 	// HasPrivateObjects reports whether any content is marked private.
 	HasPrivateObjects() (bool, error)
+	// Stat describes dg, or returns an error satisfying store.IsNotFound.
+	Stat(dg digest.Digest) (store.Info, error)
+	// Tag returns a tag's last resolution.
+	Tag(registry, repo, tag string) (store.Tag, error)
 }
 
-// AuthOptions configure an Auth. The zero value is usable: decisions for 5
+// Options configure a Gate. The zero value is usable: decisions for 5
 // minutes, a 15-minute grace when the upstream is down, mode client, marks
 // kept in memory only.
-type AuthOptions struct {
+type Options struct {
 	// TTL is how long the upstream's acceptance of a client's credentials
 	// for a repository is trusted (auth_ttl).
 	TTL time.Duration
@@ -56,37 +61,51 @@ type AuthOptions struct {
 	Grace time.Duration
 	// Mode is PrivateClient or PrivateNode (private_content).
 	Mode string
-	// Marks persists private marks (nil: in memory only).
-	Marks PrivateMarks
-	// Registerer, if set, receives the auth metrics.
+	// Store persists private marks and says what is held (nil: marks in
+	// memory only, nothing held).
+	Store Store
+	// Registerer, if set, receives the gate's metrics.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// UpstreamTimeout, read per check, bounds an upstream access check
+	// (nil: 60s). The registry gives its live upstream timeout.
+	UpstreamTimeout func() time.Duration
+	// Failed, if set, is told of an access check the upstream could not
+	// answer, so that it is counted and logged with the other upstream
+	// failures. ctx is the request's.
+	Failed func(ctx context.Context, registry, repository string, err error)
+	// PeerTokens: a cluster owner may fetch what this node lacks, so
+	// private requests get an upstream pull token to hand over.
+	PeerTokens bool
 }
 
-// Auth is the authorization state that outlives a registry handler (a
-// configuration reload builds a new handler with the same Auth): which
+// Gate decides who may read what, and keeps what it needs for that: which
 // repositories are private, the decisions made for clients' credentials and
 // the upstream clients that carry those credentials. Safe for concurrent use.
-type Auth struct {
-	opts AuthOptions
+type Gate struct {
+	opts Options
 	log  *slog.Logger
 	keys *keyer
 	// decisions maps a keyed hash of (credentials, registry, repository
-	// [, digest]) to whether the upstream accepted them.
+	// [, digest]) to whether the upstream accepted them; at most
+	// maxDecisions.
 	decisions *ttlCache[bool]
 	// public remembers repositories an anonymous probe found public (mode
-	// client with a node credential only).
+	// client with a node credential only); at most maxDecisions.
 	public *ttlCache[struct{}]
 	// rechecked is when a private repository was last found still private
-	// by an anonymous probe: at most one per auth_ttl.
+	// by an anonymous probe: at most one per auth_ttl; at most
+	// maxDecisions.
 	rechecked *ttlCache[struct{}]
 	// clients holds upstream clients authenticating with a client's
-	// credentials (or anonymously), keyed by a keyed hash of them.
+	// credentials (or anonymously), keyed by a keyed hash of them; at most
+	// maxClients.
 	clients *ttlCache[credClient]
 	// tokens holds upstream pull tokens obtained with a client's credentials
-	// for a repository, to hand to the cluster owner that fetches for it.
+	// for a repository, to hand to the cluster owner that fetches for it;
+	// at most maxClients.
 	tokens *ttlCache[pullToken]
 
 	// flight coalesces concurrent checks of one credential for one object.
@@ -96,10 +115,12 @@ type Auth struct {
 	// request looks a mark up.
 	marked atomic.Bool
 
-	// private holds the repositories known to be private (bounded).
+	// private holds the repositories known to be private (at most
+	// maxPrivateRepos).
 	private  *privateRepos
 	nprivate atomic.Int64 // private.len(), read without a lock
-	// limiter bounds the upstream checks of credentials not seen before.
+	// limiter bounds the upstream checks of credentials not seen before
+	// (at most maxBuckets buckets).
 	limiter *credLimiter
 
 	checks   *prometheus.CounterVec // result: found, absent, denied, unavailable
@@ -111,11 +132,12 @@ type credClient struct {
 }
 
 const (
-	defaultAuthTTL   = 5 * time.Minute
-	defaultAuthGrace = 15 * time.Minute
-	// denyTTL caps how long a refusal is remembered: a client whose access
+	// DefaultTTL and DefaultGrace are auth_ttl's and auth_grace's defaults.
+	DefaultTTL   = 5 * time.Minute
+	DefaultGrace = 15 * time.Minute
+	// DenyTTL caps how long a refusal is remembered: a client whose access
 	// was just granted should not wait auth_ttl.
-	denyTTL      = 30 * time.Second
+	DenyTTL      = 30 * time.Second
 	maxDecisions = 8192 // ~1 MiB at most: a node sees few credentials and repositories
 	maxClients   = 1 << 10
 	// clientTTL bounds how long an upstream client holding a client's
@@ -123,15 +145,19 @@ const (
 	clientTTL = 15 * time.Minute
 )
 
-// NewAuth returns an Auth, loading the private repositories from opts.Marks.
-func NewAuth(opts AuthOptions) *Auth {
+// defaultUpstreamTimeout bounds an access check when Options.UpstreamTimeout
+// is nil.
+const defaultUpstreamTimeout = 60 * time.Second
+
+// New returns a Gate, loading the private repositories from opts.Store.
+func New(opts Options) *Gate {
 	if opts.TTL <= 0 {
-		opts.TTL = defaultAuthTTL
+		opts.TTL = DefaultTTL
 	}
 	if opts.Grace < 0 {
 		opts.Grace = 0
 	} else if opts.Grace == 0 {
-		opts.Grace = defaultAuthGrace
+		opts.Grace = DefaultGrace
 	}
 	if opts.Mode != PrivateNode {
 		opts.Mode = PrivateClient
@@ -142,7 +168,13 @@ func NewAuth(opts AuthOptions) *Auth {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	a := &Auth{
+	if opts.UpstreamTimeout == nil {
+		opts.UpstreamTimeout = func() time.Duration { return defaultUpstreamTimeout }
+	}
+	if opts.Failed == nil {
+		opts.Failed = func(context.Context, string, string, error) {}
+	}
+	a := &Gate{
 		opts:      opts,
 		log:       opts.Logger,
 		keys:      newKeyer(),
@@ -152,7 +184,7 @@ func NewAuth(opts AuthOptions) *Auth {
 		clients:   newTTLCache[credClient](maxClients, clientTTL),
 		tokens:    newTTLCache[pullToken](maxClients, clientTTL),
 		private:   newPrivateRepos(maxPrivateRepos),
-		limiter:   newCredLimiter(credCheckBurst, credCheckRate),
+		limiter:   newCredLimiter(CredentialCheckBurst, CredentialCheckRate),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_auth_upstream_checks_total",
 			Help: "Upstream requests made to check a client's access to private content, by result.",
@@ -165,8 +197,8 @@ func NewAuth(opts AuthOptions) *Auth {
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(a.checks, a.outcomes)
 	}
-	if opts.Marks != nil {
-		repos, err := opts.Marks.PrivateRepos()
+	if opts.Store != nil {
+		repos, err := opts.Store.PrivateRepos()
 		if err != nil {
 			a.log.Warn("reading private repositories", "error", err)
 		}
@@ -174,41 +206,35 @@ func NewAuth(opts AuthOptions) *Auth {
 			a.private.add(r, true)
 		}
 		a.nprivate.Store(int64(a.private.len()))
-		has, err := opts.Marks.HasPrivateObjects()
+		has, err := opts.Store.HasPrivateObjects()
 		a.marked.Store(has || err != nil)
 	}
 	return a
 }
 
-// repoID names the repository a request is for by the upstream endpoint
-// it reaches, not by the registry name the client used: two names mapped to
-// one endpoint (registry.test and registry.test:5000, or a ?ns= alias) are one
-// repository for privacy, decisions and private marks.
-func repoID(req *request) string {
-	if req.id == "" {
-		req.id = strings.TrimSuffix(req.client.URL(), "/") + "/" + req.target.Repository
-	}
-	return req.id
+// Private reports whether the repository (its endpoint URL and name, as
+// RepositoryID joins them) is known to refuse anonymous access.
+func (a *Gate) Private(endpointURL, repository string) bool {
+	return a.isPrivate(RepositoryID(endpointURL, repository))
 }
 
-// isPrivate reports whether req's repository is known to refuse anonymous
-// access.
-func (a *Auth) isPrivate(req *request) bool {
+func (a *Gate) isPrivate(id string) bool {
 	if a.nprivate.Load() == 0 {
 		return false // the common case costs no lookup
 	}
-	return a.private.has(repoID(req))
+	return a.private.has(id)
 }
 
-// markPrivate records repository id (t as the client named it) as private,
+// markPrivate records q's repository as private,
 // in memory; it is persisted once a client is accepted for it
 // (persistPrivate).
-func (a *Auth) markPrivate(id string, t Target) {
+func (a *Gate) markPrivate(q ask) {
+	id := q.id
 	known, dropped := a.private.add(id, false)
 	a.nprivate.Store(int64(a.private.len()))
 	a.rechecked.put(a.keys.sum("recheck", id), struct{}{}, a.opts.Now())
-	if dropped != nil && dropped.persisted && a.opts.Marks != nil {
-		if err := a.opts.Marks.UnmarkPrivateRepo(dropped.id); err != nil {
+	if dropped != nil && dropped.persisted && a.opts.Store != nil {
+		if err := a.opts.Store.UnmarkPrivateRepo(dropped.id); err != nil {
 			a.log.Warn("forgetting a private repository", "error", err)
 		}
 	}
@@ -216,42 +242,42 @@ func (a *Auth) markPrivate(id string, t Target) {
 		return
 	}
 	a.log.Debug("repository is private: clients must present their credentials",
-		slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
+		slog.String("upstream", q.Registry), slog.String("repo", q.Repository))
 }
 
 // persistPrivate writes repository id's private mark to the marks, once: a
 // client's credentials were accepted for it, so it is a real private
 // repository, not a name somebody made up.
-func (a *Auth) persistPrivate(id string) {
-	if a.opts.Marks == nil || !a.private.persist(id) {
+func (a *Gate) persistPrivate(id string) {
+	if a.opts.Store == nil || !a.private.persist(id) {
 		return
 	}
 	a.log.Info("repository is private: clients must present their credentials", slog.String("repo", id))
-	if err := a.opts.Marks.MarkPrivateRepo(id); err != nil {
+	if err := a.opts.Store.MarkPrivateRepo(id); err != nil {
 		a.log.Warn("recording private repository", "repo", id, "error", err)
 	}
 }
 
-// unmarkPrivate forgets that repository id is private: its upstream answers
+// unmarkPrivate forgets that q's repository is private: its upstream answers
 // anonymous requests again.
-func (a *Auth) unmarkPrivate(id string, t Target) {
-	persisted := a.private.remove(id)
+func (a *Gate) unmarkPrivate(q ask) {
+	persisted := a.private.remove(q.id)
 	a.nprivate.Store(int64(a.private.len()))
-	a.log.Info("repository is public again", slog.String("upstream", t.Registry), slog.String("repo", t.Repository))
-	if persisted && a.opts.Marks != nil {
-		if err := a.opts.Marks.UnmarkPrivateRepo(id); err != nil {
-			a.log.Warn("forgetting a private repository", "upstream", t.Registry, "repo", t.Repository, "error", err)
+	a.log.Info("repository is public again", slog.String("upstream", q.Registry), slog.String("repo", q.Repository))
+	if persisted && a.opts.Store != nil {
+		if err := a.opts.Store.UnmarkPrivateRepo(q.id); err != nil {
+			a.log.Warn("forgetting a private repository", "upstream", q.Registry, "repo", q.Repository, "error", err)
 		}
 	}
 }
 
 // privateOrigin returns the repository dg was first fetched for when it is
 // private content, else "".
-func (a *Auth) privateOrigin(dg digest.Digest) (string, error) {
-	if a.opts.Marks == nil || !a.marked.Load() {
+func (a *Gate) privateOrigin(dg digest.Digest) (string, error) {
+	if dg == "" || a.opts.Store == nil || !a.marked.Load() {
 		return "", nil
 	}
-	origin, err := a.opts.Marks.PrivateObject(dg)
+	origin, err := a.opts.Store.PrivateObject(dg)
 	if store.IsNotFound(err) {
 		return "", nil
 	}
@@ -262,13 +288,13 @@ func (a *Auth) privateOrigin(dg digest.Digest) (string, error) {
 // request: the base client carries a node credential the upstream may
 // accept where an anonymous client would be refused, and that credential
 // must not open private content to every client.
-func (a *Auth) anonymousProbe(base *upstream.Client) bool {
+func (a *Gate) anonymousProbe(base *upstream.Client) bool {
 	return a.opts.Mode == PrivateClient && base.HasCredentials()
 }
 
 // probeClient is the client that decides whether content is public: the
 // configured client, or an anonymous one when anonymousProbe.
-func (a *Auth) probeClient(base *upstream.Client) (*upstream.Client, error) {
+func (a *Gate) probeClient(base *upstream.Client) (*upstream.Client, error) {
 	if !a.anonymousProbe(base) {
 		return base, nil
 	}
@@ -278,7 +304,7 @@ func (a *Auth) probeClient(base *upstream.Client) (*upstream.Client, error) {
 // clientFor returns an upstream client for base's registry that
 // authenticates with creds (anonymously when empty), reusing one made
 // earlier so that its token and connections are reused too.
-func (a *Auth) clientFor(base *upstream.Client, creds Credentials) (*upstream.Client, error) {
+func (a *Gate) clientFor(base *upstream.Client, creds Credentials) (*upstream.Client, error) {
 	k := a.keys.sum("client", base.Name(), base.URL(), creds.Username, creds.Password)
 	now := a.opts.Now()
 	if cc, at, ok := a.clients.get(k); ok && cc.base == base && now.Sub(at) < clientTTL {
@@ -298,7 +324,7 @@ func (a *Auth) clientFor(base *upstream.Client, creds Credentials) (*upstream.Cl
 
 // tokenClient returns an upstream client for base's registry that pulls
 // with a bearer token a peer obtained for its verified client.
-func (a *Auth) tokenClient(base *upstream.Client, token string) (*upstream.Client, error) {
+func (a *Gate) tokenClient(base *upstream.Client, token string) (*upstream.Client, error) {
 	k := a.keys.sum("token-client", base.Name(), base.URL(), token)
 	now := a.opts.Now()
 	if cc, at, ok := a.clients.get(k); ok && cc.base == base && now.Sub(at) < clientTTL {

@@ -1,8 +1,7 @@
-package cluster
+package peer
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,7 +15,7 @@ func TestTokens(t *testing.T) {
 	const uri = "/peer/v1/blobs/sha256:abc?registry=docker.io&repository=library%2Falpine"
 	const dg = "sha256:abc"
 	signed := func(k Keys, method, uri string, at time.Time) string {
-		return TokenScheme + " " + k.Sign(method, uri, dg, at)
+		return AuthScheme + " " + k.Sign(method, uri, dg, at)
 	}
 	primary := NewKeys("s3cret")
 	rotated := NewKeys("new-secret", "s3cret") // the old one still accepted
@@ -36,8 +35,8 @@ func TestTokens(t *testing.T) {
 		{"from the future", primary, signed(primary, "GET", uri, now.Add(2*time.Minute)), "GET", uri, now, ErrExpiredToken},
 		{"missing", primary, "", "GET", uri, now, ErrNoToken},
 		{"other scheme", primary, "Bearer x", "GET", uri, now, ErrNoToken},
-		{"garbage", primary, TokenScheme + " nonsense", "GET", uri, now, ErrBadToken},
-		{"earlier version (no nonce)", primary, TokenScheme + " 1800000000." + strings.Repeat("ab", 32), "GET", uri, now, ErrBadToken},
+		{"garbage", primary, AuthScheme + " nonsense", "GET", uri, now, ErrBadToken},
+		{"earlier version (no nonce)", primary, AuthScheme + " 1800000000." + strings.Repeat("ab", 32), "GET", uri, now, ErrBadToken},
 		{"wrong secret", primary, signed(NewKeys("other"), "GET", uri, now), "GET", uri, now, ErrBadToken},
 		{"other method", primary, signed(primary, "HEAD", uri, now), "GET", uri, now, ErrBadToken},
 		{"other path", primary, signed(primary, "GET", "/peer/v1/blobs/sha256:def", now), "GET", uri, now, ErrBadToken},
@@ -191,32 +190,4 @@ func TestNoncesBounded(t *testing.T) {
 			t.Fatalf("%d nonces held after the window, want 1", s.len())
 		}
 	})
-}
-
-// TestServedBounded: maxServedMembers+1 members leave at most
-// maxServedMembers counters; members idle for deadRetention go first, then
-// the least recently used; a live member's count survives.
-func TestServedBounded(t *testing.T) {
-	s := newServedTable(4)
-	t0 := time.Unix(1_800_000_000, 0)
-	s.counter("old", t0).Add(1)
-	s.counter("busy", t0.Add(deadRetention)).Add(7)
-	s.counter("b", t0.Add(deadRetention+time.Second)).Add(1)
-	s.counter("c", t0.Add(deadRetention+2*time.Second)).Add(1)
-	now := t0.Add(deadRetention + 3*time.Second)
-	s.counter("d", now).Add(1) // "old" idle past deadRetention: dropped
-	if s.len() != 4 || s.bytes("old") != 0 || s.bytes("busy") != 7 {
-		t.Fatalf("after one over: %d members, old %d, busy %d; want 4, 0, 7", s.len(), s.bytes("old"), s.bytes("busy"))
-	}
-	s.counter("busy", now).Add(1)
-	s.counter("e", now.Add(time.Second)) // none idle: the least recently used ("b") goes
-	if s.len() != 4 || s.bytes("b") != 0 || s.bytes("busy") != 8 {
-		t.Fatalf("LRU: %d members, b %d, busy %d; want 4, 0, 8", s.len(), s.bytes("b"), s.bytes("busy"))
-	}
-	for i := range 100 {
-		s.counter(fmt.Sprint("m", i), now.Add(time.Duration(i)*time.Second))
-	}
-	if s.len() != 4 {
-		t.Fatalf("%d members, bound 4", s.len())
-	}
 }

@@ -1,4 +1,4 @@
-package registry
+package access
 
 import (
 	"encoding/base64"

@@ -1,4 +1,4 @@
-package registry
+package access
 
 import (
 	"container/list"
@@ -120,9 +120,9 @@ type bucket struct {
 // address: a burst (pods with distinct pull secrets starting together), then
 // a steady rate.
 const (
-	credCheckBurst = 32
-	credCheckRate  = 4 // per second
-	maxBuckets     = 4096
+	CredentialCheckBurst = 32
+	CredentialCheckRate  = 4 // per second
+	maxBuckets           = 4096
 )
 
 func newCredLimiter(burst, rate float64) *credLimiter {

@@ -1,8 +1,9 @@
-// Package peerwire holds what both ends of the peer API must agree on: its
-// path, headers, query parameters and timing. The server (registry.Peer) and
-// the client (cluster.Fetcher) both read them from here, so a rolling update
-// cannot leave one side speaking a word the other does not know.
-package peerwire
+package peer
+
+// What both ends of the peer API must agree on: its path, headers, query
+// parameters and timing. The server and the client both read them from here,
+// so a rolling update cannot leave one side speaking a word the other does
+// not know.
 
 import "time"
 
