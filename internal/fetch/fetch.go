@@ -59,6 +59,10 @@ type Request struct {
 	// the transaction that records it. A fill of a verified request serves
 	// that repository only (fill.join), so its origin is its source's.
 	PrivateOrigin string
+	// Size, if > 0, is the blob's size as a manifest gave it: a hint that
+	// lets a source plan pieces before it asks anyone (the bytes must
+	// agree; 0: unknown). In piece mode the fill sets it for its workers.
+	Size int64
 	// Piece, if set, makes this the fill of one piece of a blob, kept by
 	// the cluster member that owns it (pieces.go): Digest is then the
 	// piece's key (PieceKey); the source is asked for the piece's range of

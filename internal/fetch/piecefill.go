@@ -155,6 +155,7 @@ func (f *fill) runPieces(ctx context.Context, req Request, src RangeSource, body
 	defer wg.Wait()
 	f.mu.Lock()
 	pc := f.pc
+	req.Size = pc.plan.Size // the workers' sources plan by it
 	pc.workers++
 	if streamEnd > 0 {
 		pc.streamEnd = streamEnd

@@ -73,7 +73,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 		}
 		rd, joined, err := h.opts.Fetcher.Get(r.Context(), fetch.Request{
 			Verified: req.private, UpstreamToken: req.token, From: req.from, PrivateOrigin: privateOrigin(req),
-			Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository,
+			Digest: dg, Registry: req.target.Registry, Repository: req.target.Repository, Size: h.sizes.size(dg),
 		}, src)
 		if err != nil {
 			return h.fetchRefused(err)

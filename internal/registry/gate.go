@@ -117,5 +117,9 @@ func notFoundCode(req *request) string {
 // the store unmarked (the gate set its lookups on when it granted req).
 func (h *Handler) putManifest(req *request, body []byte, nm store.NewManifest) (store.Info, error) {
 	nm.PrivateOrigin = req.origin
-	return h.opts.Store.PutManifest(body, nm)
+	info, err := h.opts.Store.PutManifest(body, nm)
+	if err == nil {
+		h.sizes.learn(body)
+	}
+	return info, err
 }

@@ -106,6 +106,8 @@ type Handler struct {
 	referrers *ReferrersCache
 	// gate decides who may read what (internal/access).
 	gate *access.Gate
+	// sizes are blob sizes learned from manifests (sizes.go).
+	sizes *sizeHints
 	// overloadLogged is when an overload refusal was last logged (unix
 	// nanoseconds): under load, one line per interval, not one per client.
 	overloadLogged atomic.Int64
@@ -126,7 +128,7 @@ func New(opts Options) *Handler {
 		opts.Now = time.Now
 	}
 	h := &Handler{opts: opts, log: opts.Logger, m: opts.Metrics, manifests: opts.Manifests,
-		tagLists: make(chan struct{}, maxTagLists)}
+		tagLists: make(chan struct{}, maxTagLists), sizes: newSizeHints()}
 	if h.manifests == nil {
 		h.manifests = new(singleflight.Group)
 	}
