@@ -223,6 +223,9 @@ for _ in $(seq 300); do
 	sleep 0.05
 done
 upstream_gets() { grep -c "\"GET /v2/test/big/blobs/$1 " "$TMP/registry.log" || true; }
+# upstream_mib DIGEST: MiB the upstream sent for the blob (the combined log's
+# byte count): a blob over 16 MiB comes in ranged pieces, many GETs, once.
+upstream_mib() { awk -v p="/v2/test/big/blobs/$1" '$7 == p && $6 == "\"GET" { b += $10 } END { printf "%.0f", b / 1048576 }' "$TMP/registry.log"; }
 
 # --- berth
 start_berth() { # data-dir log
@@ -300,11 +303,11 @@ PY
 # run_phase S N phase: N concurrent pulls, then the figures of that phase.
 run_phase() {
 	local s=$1 n=$2 phase=$3 dg=${DIGEST[$1]} out="$TMP/pull-$1-$2-${3//\*/-restarted}.env" verified=yes alive=yes
-	local oom0 up0 rd0 metrics_args=()
+	local oom0 up0 upb0 rd0 metrics_args=()
 	[[ $METRICS == 1 ]] && metrics_args=(-metrics "http://127.0.0.1:$BPORT/metrics" -metrics-interval "$METRICS_INTERVAL")
 	echo 5 >"/proc/$BPID/clear_refs"
 	cg_reset_max
-	oom0=$(cg_oom_kills) up0=$(upstream_gets "$dg") rd0=$(disk_read "$BPID")
+	oom0=$(cg_oom_kills) up0=$(upstream_gets "$dg") upb0=$(upstream_mib "$dg") rd0=$(disk_read "$BPID")
 	local tpid
 	{
 		for _ in 1 2 3 4; do
@@ -331,7 +334,7 @@ run_phase() {
 	else
 		alive=no verified=no
 	fi
-	maxu=$(cg_max_usage) oom=$(($(cg_oom_kills) - oom0)) ups=$(($(upstream_gets "$dg") - up0))
+	maxu=$(cg_max_usage) oom=$(($(cg_oom_kills) - oom0)) ups="$(($(upstream_gets "$dg") - up0)) ($(($(upstream_mib "$dg") - upb0)) MiB)"
 	[[ ${R[OK]:-0} == "$n" ]] || verified=no
 	[[ $verified == yes ]] || FAILED=$((FAILED + 1))
 	OOMS=$((OOMS + oom))
@@ -488,7 +491,7 @@ report() {
 	echo "berth $BUILT; memory cgroup v$CGV limit $LIMIT_MIB MiB; $(nproc) CPUs; kernel $(uname -r); $ELAPSED s; load average at start $LOAD0, at end $LOAD1"
 	[[ $RESTART == 1 ]] && echo "warm* = warm again after restarting berth on the same data dir (no heap left from the cold burst)."
 	echo
-	echo "| size | clients | phase | peak RSS MiB | peak working set MiB | OOM kills | MB/s aggregate | all bodies verified | cgroup max usage MiB | elapsed s | upstream GETs |"
+	echo "| size | clients | phase | peak RSS MiB | peak working set MiB | OOM kills | MB/s aggregate | all bodies verified | cgroup max usage MiB | elapsed s | upstream GETs (MiB) |"
 	echo "|---|---|---|---|---|---|---|---|---|---|---|"
 	printf '%s\n' "${ROWS[@]}"
 	echo
