@@ -52,6 +52,11 @@ type options struct {
 	nodes                       int
 	link                        float64 // bytes/s
 	scale                       float64
+	// the hot-blob scenario (hot.go)
+	scenario string
+	blobMiB  int
+	upload   float64 // per-node peer upload cap, bytes/s (0: none)
+	env      []string
 }
 
 func main() {
@@ -63,8 +68,15 @@ func main() {
 	flag.IntVar(&o.nodes, "nodes", 3, "number of nodes")
 	flag.Float64Var(&o.link, "link", 50e6, "shared upstream link in bytes/s")
 	flag.Float64Var(&o.scale, "scale", 1, "multiplier on the layer sizes")
+	flag.StringVar(&o.scenario, "scenario", "image", "image (create and update phases) or hot (one big blob, every node at once)")
+	flag.IntVar(&o.blobMiB, "blob", 256, "hot: blob size in MiB")
+	flag.Float64Var(&o.upload, "upload", 64<<20, "hot: each node's peer upload cap in bytes/s (cluster.upload_rate; 0: none)")
 	flag.Parse()
-	if err := run(o); err != nil {
+	runFn := run
+	if o.scenario == "hot" {
+		runFn = runHot
+	}
+	if err := runFn(o); err != nil {
 		fmt.Fprintln(os.Stderr, "clusterbench:", err)
 		os.Exit(1)
 	}
@@ -363,7 +375,7 @@ func startNodes(procs *procSet, l *link, o options, mode string) ([]*node, error
 		args := []string{"serve", "--listen", fmt.Sprintf("%s:%d", ip, p1), "--data-dir", filepath.Join(dir, "data"),
 			"--admin-socket", filepath.Join(dir, "admin.sock"), "--upstream", "registry.test=http://" + l.addr(),
 			"--default-upstream", "registry.test", "--log-format", "json"}
-		if mode == "cluster" {
+		if mode == "cluster" || strings.HasPrefix(mode, "cluster-") {
 			var join []string
 			for _, m := range nodes {
 				join = append(join, m.gossip)
@@ -377,6 +389,7 @@ func startNodes(procs *procSet, l *link, o options, mode string) ([]*node, error
 		n.cmd = exec.CommandContext(context.Background(), o.berth, args...)
 		n.cmd.Stdout, n.cmd.Stderr = logf, logf
 		n.cmd.Env = append(os.Environ(), "BERTH_CLUSTER_NODE_NAME="+n.name, "BERTH_CLUSTER_SECRET=bench-secret-0123456789abcdef")
+		n.cmd.Env = append(n.cmd.Env, o.env...)
 		if err := procs.start(n.cmd); err != nil {
 			return nil, err
 		}
@@ -385,7 +398,7 @@ func startNodes(procs *procSet, l *link, o options, mode string) ([]*node, error
 		}
 		nodes = append(nodes, n)
 	}
-	if mode == "cluster" {
+	if mode == "cluster" || strings.HasPrefix(mode, "cluster-") {
 		// Wait until every node counts every member alive.
 		deadline := time.Now().Add(20 * time.Second)
 		for _, n := range nodes {
