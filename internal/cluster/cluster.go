@@ -86,6 +86,7 @@ type Config struct {
 const deadRetention = 10 * time.Minute
 
 // Cluster is this node's membership. Its methods are safe for concurrent use.
+// It is the peer client's membership (peer.Membership).
 type Cluster struct {
 	cfg     Config
 	log     *slog.Logger
@@ -262,14 +263,22 @@ func (c *Cluster) Name() string { return c.cfg.NodeName }
 // The slice is shared: do not modify it.
 func (c *Cluster) Alive() []Member { return *c.alive.Load() }
 
-// Owners returns the alive members ordered by ownership of key; none while
-// this node has lost its name to another (it then fetches alone, and no
-// member asks it: none knows it under its name).
-func (c *Cluster) Owners(key string) []Member {
+var _ peer.Membership = (*Cluster)(nil)
+
+// Owners returns the alive members ordered by ownership of key, as the
+// peer client asks them (Cluster is its peer.Membership); none while this
+// node has lost its name to another (it then fetches alone, and no member
+// asks it: none knows it under its name).
+func (c *Cluster) Owners(key string) []peer.Member {
 	if c.contested.Load() {
 		return nil
 	}
-	return Owners(key, c.Alive())
+	ms := Owners(key, c.Alive())
+	out := make([]peer.Member, len(ms))
+	for i, m := range ms {
+		out[i] = peer.Member{Name: m.Name, URL: m.URL}
+	}
+	return out
 }
 
 // Members returns every member known, dead and departed ones included

@@ -95,7 +95,7 @@ func TestMembership(t *testing.T) {
 	// Every node computes the same owners.
 	for i := range 50 {
 		key := fmt.Sprintf("sha256:%d", i)
-		if x, y, z := names(a.Owners(key)), names(b.Owners(key)), names(c.Owners(key)); !slices.Equal(x, y) || !slices.Equal(y, z) {
+		if x, y, z := peerNames(a.Owners(key)), peerNames(b.Owners(key)), peerNames(c.Owners(key)); !slices.Equal(x, y) || !slices.Equal(y, z) {
 			t.Fatalf("%s: owners differ between nodes: %v %v %v", key, x, y, z)
 		}
 	}

@@ -4,9 +4,20 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/berth-mirror/berth/internal/peer"
 )
 
 func names(ms []Member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Name
+	}
+	return out
+}
+
+// peerNames are the names of members as the peer client sees them.
+func peerNames(ms []peer.Member) []string {
 	out := make([]string, len(ms))
 	for i, m := range ms {
 		out[i] = m.Name

@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/berth-mirror/berth/internal/admin"
 	"github.com/berth-mirror/berth/internal/cluster"
 	"github.com/berth-mirror/berth/internal/config"
@@ -27,15 +25,15 @@ import (
 // side (the registry's Source hook) and the peer API. A nil *clusterNode
 // is a node without a cluster; every method works on it.
 type clusterNode struct {
-	cfg      config.Cluster
-	url      string
-	name     string // cluster.node_name; "" : derived by cluster.Start
-	log      *slog.Logger
-	keys     peer.Keys
-	m        *cluster.Metrics
-	peer     *registry.Peer
-	fetcher  *cluster.Fetcher
-	bytesOut prometheus.Counter
+	cfg     config.Cluster
+	url     string
+	name    string // cluster.node_name; "" : derived by cluster.Start
+	log     *slog.Logger
+	keys    peer.Keys
+	m       *cluster.Metrics
+	pm      *peer.Metrics
+	peer    *registry.Peer
+	fetcher *peer.Fetcher
 
 	c       atomic.Pointer[cluster.Cluster] // set while running
 	stopped sync.Once
@@ -57,9 +55,9 @@ func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m 
 	}
 	log = log.With("component", "cluster")
 	primary, extra := cfg.Cluster.Secrets()
-	n := &clusterNode{cfg: cfg.Cluster, url: url, name: cfg.Cluster.NodeName, log: log, keys: peer.NewKeys(primary, extra...), m: cluster.NewMetrics()}
-	n.bytesOut = n.m.Bytes.WithLabelValues("out")
-	n.fetcher = cluster.NewFetcher(n, n.keys, n.m, log, cluster.FetcherOptions{
+	n := &clusterNode{cfg: cfg.Cluster, url: url, name: cfg.Cluster.NodeName, log: log, keys: peer.NewKeys(primary, extra...),
+		m: cluster.NewMetrics(), pm: peer.NewMetrics()}
+	n.fetcher = peer.NewFetcher(n, n.keys, n.pm, log, peer.FetcherOptions{
 		Peers:    fc.Peers(),
 		Upstream: fc.Upstream(),
 		// A peer's body may stall as long as its upstream may: the owner
@@ -68,6 +66,7 @@ func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m 
 		MaxManifestBytes: maxManifest,
 	})
 	m.Registry.MustRegister(n.m.Collectors()...)
+	m.Registry.MustRegister(n.pm.Collectors()...)
 	m.Registry.MustRegister(cluster.MembersCollector(func() []cluster.Member {
 		if c := n.c.Load(); c != nil {
 			return c.Members()
@@ -82,10 +81,7 @@ func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m 
 // word is trusted" for private content.
 func (n *clusterNode) peerOptions() registry.PeerOptions {
 	o := registry.PeerOptions{
-		Served: func(result string, bytes int64) {
-			n.m.Requests.WithLabelValues("server", result).Inc()
-			n.bytesOut.Add(float64(bytes))
-		},
+		Served: n.pm.Served,
 	}
 	if n.keys.Enabled() {
 		o.Verify = n.verify
@@ -110,8 +106,8 @@ func (n *clusterNode) Name() string {
 	return n.name
 }
 
-// Owners implements cluster.Membership.
-func (n *clusterNode) Owners(key string) []cluster.Member {
+// Owners implements peer.Membership.
+func (n *clusterNode) Owners(key string) []peer.Member {
 	if c := n.c.Load(); c != nil {
 		return c.Owners(key)
 	}

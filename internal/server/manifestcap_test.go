@@ -19,6 +19,7 @@ import (
 	"github.com/berth-mirror/berth/internal/cluster"
 	"github.com/berth-mirror/berth/internal/config"
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/peer"
 )
 
 // TestReloadOneManifestCap: max_manifest_bytes is one cap for /v2/, the
@@ -72,10 +73,10 @@ func TestReloadOneManifestCap(t *testing.T) {
 		}
 	}
 	req := fetch.Request{Digest: dg, Registry: "registry.test", Repository: "team/app"}
-	tooLarge := asker.s.cluster.m.Fallbacks.WithLabelValues("too_large")
+	tooLarge := asker.s.cluster.pm.Fallbacks.WithLabelValues("too_large")
 
 	reload(2 << 20)
-	if _, _, err := asker.s.cluster.fetcher.Manifest(t.Context(), req, ""); !errors.Is(err, cluster.ErrNoPeer) {
+	if _, _, err := asker.s.cluster.fetcher.Manifest(t.Context(), req, ""); !errors.Is(err, peer.ErrNoPeer) {
 		t.Fatalf("3 MiB manifest from a peer under a 2 MiB cap: %v, want ErrNoPeer", err)
 	}
 	if v := testutil.ToFloat64(tooLarge); v < 1 {

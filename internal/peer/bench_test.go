@@ -1,4 +1,4 @@
-package cluster
+package peer
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/berth-mirror/berth/internal/fetch"
-	"github.com/berth-mirror/berth/internal/peer"
 )
 
 // BenchmarkPeerSource reads a 64 MiB blob from a peer through the asking
@@ -20,7 +19,7 @@ func BenchmarkPeerSource(b *testing.B) {
 	for i := range blob {
 		blob[i] = byte(i * 7)
 	}
-	keys := peer.NewKeys("bench-secret-0123456789")
+	keys := NewKeys("bench-secret-0123456789")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "", time.Time{}, newReaderAt(blob))
 	}))

@@ -1,4 +1,4 @@
-package cluster
+package peer
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/berth-mirror/berth/internal/fetch"
-	"github.com/berth-mirror/berth/internal/peer"
 )
 
 // TestUpstreamTokenOnlySigned (issue 16 item 7): a verified client's
@@ -19,13 +18,13 @@ import (
 func TestUpstreamTokenOnlySigned(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		keys     peer.Keys
+		keys     Keys
 		verified bool
 		want     bool
 	}{
-		{"signed, verified", peer.NewKeys("a-cluster-secret-0123"), true, true},
-		{"signed, not verified", peer.NewKeys("a-cluster-secret-0123"), false, false},
-		{"no cluster secret", peer.Keys{}, true, false},
+		{"signed, verified", NewKeys("a-cluster-secret-0123"), true, true},
+		{"signed, not verified", NewKeys("a-cluster-secret-0123"), false, false},
+		{"no cluster secret", Keys{}, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var mu sync.Mutex

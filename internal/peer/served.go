@@ -1,4 +1,4 @@
-package cluster
+package peer
 
 import (
 	"sync"
@@ -10,9 +10,14 @@ import (
 // a node is replaced, so a long-lived node sees ever more names.
 const maxServedMembers = 1024
 
+// servedRetention is how long a member that sent nothing keeps its count:
+// as long as peers.list shows a dead member (the cluster package's
+// deadRetention), so its bytes stay visible while it is listed.
+const servedRetention = 10 * time.Minute
+
 // servedTable counts the blob bytes each member has sent this node, for
 // peers.list. It holds at most max members; a new one makes room by dropping
-// those that sent nothing for deadRetention (gone from peers.list too), then
+// those that sent nothing for servedRetention (gone from peers.list too), then
 // the least recently used. Safe for concurrent use.
 type servedTable struct {
 	mu  sync.Mutex
@@ -45,13 +50,13 @@ func (s *servedTable) counter(member string, now time.Time) *atomic.Int64 {
 	return &c.bytes
 }
 
-// makeRoom drops members idle for deadRetention, else the least recently
+// makeRoom drops members idle for servedRetention, else the least recently
 // used one. s.mu is held.
 func (s *servedTable) makeRoom(now time.Time) {
 	var lru string
 	var oldest time.Time
 	for name, c := range s.m {
-		if now.Sub(c.last) > deadRetention {
+		if now.Sub(c.last) > servedRetention {
 			delete(s.m, name)
 			continue
 		}

@@ -1,4 +1,4 @@
-package cluster
+package peer
 
 import (
 	"bytes"
@@ -13,10 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/berth-mirror/berth/internal/fetch"
-	"github.com/berth-mirror/berth/internal/peer"
 )
 
-func newPatientFetcher(mem Membership, keys peer.Keys, patience time.Duration) (*Fetcher, *Metrics) {
+func newPatientFetcher(mem Membership, keys Keys, patience time.Duration) (*Fetcher, *Metrics) {
 	m := NewMetrics()
 	return NewFetcher(mem, keys, m, nil, FetcherOptions{HeaderPatience: patience}), m
 }
@@ -27,7 +26,7 @@ func newPatientFetcher(mem Membership, keys peer.Keys, patience time.Duration) (
 // not go to the upstream itself.
 func TestBusyOwnerIsWaitedFor(t *testing.T) {
 	blob := randomBlob(t, 64<<10)
-	keys := peer.NewKeys("s")
+	keys := NewKeys("s")
 	busy := newPeer(t, blob, keys, func(p *fakePeer) { p.heartbeats, p.beat = 40, 25*time.Millisecond })
 	up := &fakeUpstream{blob: blob}
 	// One second of patience, the answer after about one second of beats,
@@ -61,7 +60,7 @@ func TestSilentOwnerSkippedForItsDigestOnly(t *testing.T) {
 	}))
 	defer silent.Close()
 	defer close(release)
-	f, m := newPatientFetcher(fixedOwners{"me", []Member{member("silent", silent.URL), member("me", "")}}, peer.Keys{}, 200*time.Millisecond)
+	f, m := newPatientFetcher(fixedOwners{"me", []Member{member("silent", silent.URL), member("me", "")}}, Keys{}, 200*time.Millisecond)
 	defer f.Close()
 	a, b := randomBlob(t, 1000), randomBlob(t, 1001)
 	for _, blob := range [][]byte{a, b} {
@@ -87,7 +86,7 @@ func TestSilentOwnerSkippedForItsDigestOnly(t *testing.T) {
 // (a verified retry) is served through it again.
 func TestRelayedRefusalIsNotASecretProblem(t *testing.T) {
 	blob := randomBlob(t, 4000)
-	keys := peer.NewKeys("s")
+	keys := NewKeys("s")
 	relay := newPeer(t, blob, keys, func(p *fakePeer) { p.status = http.StatusUnauthorized })
 	f, m := newTestFetcher(fixedOwners{"me", []Member{member("o", relay.URL), member("me", "")}}, keys)
 	defer f.Close()
@@ -113,7 +112,7 @@ func TestRelayedRefusalIsNotASecretProblem(t *testing.T) {
 // held-only request, then goes to the upstream.
 func TestPeerRequestIsNeverForwarded(t *testing.T) {
 	blob := randomBlob(t, 5000)
-	keys := peer.NewKeys("s")
+	keys := NewKeys("s")
 	before := newPeer(t, blob, keys)
 	asker := newPeer(t, blob, keys)
 	holder := newPeer(t, blob, keys)
@@ -145,7 +144,7 @@ func TestPeerRequestIsNeverForwarded(t *testing.T) {
 // without an owner before this node it is the upstream's (ErrNoPeer).
 func TestHeadAsksTheOwner(t *testing.T) {
 	blob := randomBlob(t, 12345)
-	keys := peer.NewKeys("s")
+	keys := NewKeys("s")
 	owner := newPeer(t, blob, keys)
 	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("o", owner.URL), member("me", "")}}, keys)
 	defer f.Close()
@@ -167,7 +166,7 @@ func TestHeadAsksTheOwner(t *testing.T) {
 // until its body is closed, and no upstream turn.
 func TestPeerTransferTakesPeerTurn(t *testing.T) {
 	blob := randomBlob(t, 2000)
-	keys := peer.NewKeys("s")
+	keys := NewKeys("s")
 	owner := newPeer(t, blob, keys)
 	c, _ := newCoalescer(t)
 	m := NewMetrics()

@@ -1,4 +1,4 @@
-package cluster
+package peer
 
 import (
 	"bytes"
@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/berth-mirror/berth/internal/fetch"
-	"github.com/berth-mirror/berth/internal/peer"
 	"github.com/berth-mirror/berth/internal/store"
 )
 
@@ -32,7 +31,7 @@ type fixedOwners struct {
 
 func (f fixedOwners) Name() string           { return f.self }
 func (f fixedOwners) Owners(string) []Member { return f.owners }
-func member(name, url string) Member         { return Member{Name: name, URL: url, State: StateAlive} }
+func member(name, url string) Member         { return Member{Name: name, URL: url} }
 func randomBlob(t *testing.T, n int) []byte  { b := make([]byte, n); _, _ = rand.Read(b); return b }
 func reqFor(b []byte) fetch.Request {
 	return fetch.Request{Digest: digest.FromBytes(b), Registry: "registry.test", Repository: "a/b"}
@@ -64,7 +63,7 @@ func (u *fakeUpstream) calls() []int64 {
 type fakePeer struct {
 	*httptest.Server
 	blob      []byte
-	keys      peer.Keys
+	keys      Keys
 	breakAt   int64 // >0: abort the response after this many bytes
 	corrupt   bool
 	status    int
@@ -79,7 +78,7 @@ type fakePeer struct {
 	beat       time.Duration
 }
 
-func newPeer(t *testing.T, blob []byte, keys peer.Keys, opts ...func(*fakePeer)) *fakePeer {
+func newPeer(t *testing.T, blob []byte, keys Keys, opts ...func(*fakePeer)) *fakePeer {
 	p := &fakePeer{blob: blob, keys: keys}
 	for _, o := range opts {
 		o(p)
@@ -90,7 +89,7 @@ func newPeer(t *testing.T, blob []byte, keys peer.Keys, opts ...func(*fakePeer))
 }
 
 func (p *fakePeer) serve(w http.ResponseWriter, r *http.Request) {
-	dg := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, PeerPath+"blobs/"), PeerPath+"manifests/")
+	dg := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, Path+"blobs/"), Path+"manifests/")
 	err := p.keys.Verify(r, dg, time.Now())
 	p.mu.Lock()
 	p.seen = append(p.seen, r.Header.Get("Range"))
@@ -98,7 +97,7 @@ func (p *fakePeer) serve(w http.ResponseWriter, r *http.Request) {
 	p.authError = err
 	p.mu.Unlock()
 	if err != nil {
-		w.Header().Set(PeerErrorHeader, "token") // as registry.Peer answers
+		w.Header().Set(ErrorHeader, "token") // as Server answers
 		http.Error(w, err.Error(), http.StatusForbidden)
 		return
 	}
@@ -136,7 +135,7 @@ func (p *fakePeer) serve(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
 }
 
-func newTestFetcher(mem Membership, keys peer.Keys) (*Fetcher, *Metrics) {
+func newTestFetcher(mem Membership, keys Keys) (*Fetcher, *Metrics) {
 	m := NewMetrics()
 	return NewFetcher(mem, keys, m, nil, FetcherOptions{}), m
 }
@@ -153,7 +152,7 @@ func readAll(t *testing.T, src fetch.Source, req fetch.Request) ([]byte, error) 
 
 func TestSourceOrder(t *testing.T) {
 	blob := randomBlob(t, 300<<10)
-	keys := peer.NewKeys("s")
+	keys := NewKeys("s")
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close() // connection refused
 	tests := []struct {
@@ -227,14 +226,14 @@ func TestSourceOrder(t *testing.T) {
 
 func TestSourceWrongSecret(t *testing.T) {
 	blob := randomBlob(t, 10<<10)
-	p := newPeer(t, blob, peer.NewKeys("theirs"))
+	p := newPeer(t, blob, NewKeys("theirs"))
 	up := &fakeUpstream{blob: blob}
-	f, m := newTestFetcher(fixedOwners{"me", []Member{member("p", p.URL), member("me", "")}}, peer.NewKeys("mine"))
+	f, m := newTestFetcher(fixedOwners{"me", []Member{member("p", p.URL), member("me", "")}}, NewKeys("mine"))
 	defer f.Close()
 	if _, err := readAll(t, f.Wrap(up.source()), reqFor(blob)); err != nil {
 		t.Fatal(err)
 	}
-	if !errors.Is(p.authError, peer.ErrBadToken) || len(up.calls()) != 1 {
+	if !errors.Is(p.authError, ErrBadToken) || len(up.calls()) != 1 {
 		t.Fatalf("peer auth %v, upstream calls %v", p.authError, up.calls())
 	}
 	if v := testutil.ToFloat64(m.Fallbacks.WithLabelValues("denied")); v != 1 {
@@ -269,9 +268,9 @@ func fillAll(t *testing.T, c *fetch.Coalescer, req fetch.Request, src fetch.Sour
 func TestFillResumesPastBrokenPeer(t *testing.T) {
 	blob := randomBlob(t, 2<<20)
 	const at = 700 << 10
-	broken := newPeer(t, blob, peer.Keys{}, func(p *fakePeer) { p.breakAt = at })
+	broken := newPeer(t, blob, Keys{}, func(p *fakePeer) { p.breakAt = at })
 	up := &fakeUpstream{blob: blob}
-	f, m := newTestFetcher(fixedOwners{"me", []Member{member("b", broken.URL), member("me", "")}}, peer.Keys{})
+	f, m := newTestFetcher(fixedOwners{"me", []Member{member("b", broken.URL), member("me", "")}}, Keys{})
 	defer f.Close()
 	c, st := newCoalescer(t)
 	req := reqFor(blob)
@@ -302,10 +301,10 @@ func TestFillResumesPastBrokenPeer(t *testing.T) {
 // with a Range header.
 func TestFillResumesFromNextPeerWithRange(t *testing.T) {
 	blob := randomBlob(t, 2<<20)
-	broken := newPeer(t, blob, peer.NewKeys("k"), func(p *fakePeer) { p.breakAt = 512 << 10 })
-	good := newPeer(t, blob, peer.NewKeys("k"))
+	broken := newPeer(t, blob, NewKeys("k"), func(p *fakePeer) { p.breakAt = 512 << 10 })
+	good := newPeer(t, blob, NewKeys("k"))
 	up := &fakeUpstream{blob: blob}
-	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("b", broken.URL), member("g", good.URL), member("me", "")}}, peer.NewKeys("k"))
+	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("b", broken.URL), member("g", good.URL), member("me", "")}}, NewKeys("k"))
 	defer f.Close()
 	c, _ := newCoalescer(t)
 	got, err := fillAll(t, c, reqFor(blob), f.Wrap(up.source()))
@@ -326,9 +325,9 @@ func TestFillResumesFromNextPeerWithRange(t *testing.T) {
 // are counted, and the peer is skipped next time.
 func TestCorruptPeer(t *testing.T) {
 	blob := randomBlob(t, 256<<10)
-	bad := newPeer(t, blob, peer.Keys{}, func(p *fakePeer) { p.corrupt = true })
+	bad := newPeer(t, blob, Keys{}, func(p *fakePeer) { p.corrupt = true })
 	up := &fakeUpstream{blob: blob}
-	f, m := newTestFetcher(fixedOwners{"me", []Member{member("bad", bad.URL), member("me", "")}}, peer.Keys{})
+	f, m := newTestFetcher(fixedOwners{"me", []Member{member("bad", bad.URL), member("me", "")}}, Keys{})
 	defer f.Close()
 	c, st := newCoalescer(t)
 	req := reqFor(blob)
@@ -355,7 +354,7 @@ func TestCorruptPeer(t *testing.T) {
 // asked again.
 func TestFailureMemoryExpires(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f, _ := newTestFetcher(fixedOwners{"me", nil}, peer.Keys{})
+		f, _ := newTestFetcher(fixedOwners{"me", nil}, Keys{})
 		req := fetch.Request{Digest: digest.FromString("x")}
 		f.remember(req, "p", failMemory)
 		if !f.skipped(req, "p") || f.skipped(req, "q") || f.skipped(fetch.Request{Digest: digest.FromString("y")}, "p") {
@@ -398,8 +397,8 @@ func TestParseContentRange(t *testing.T) {
 func TestManifestFromPeer(t *testing.T) {
 	body := []byte(`{"schemaVersion":2}`)
 	req := reqFor(body)
-	good := newPeer(t, body, peer.NewKeys("k"))
-	bad := newPeer(t, body, peer.NewKeys("k"), func(p *fakePeer) { p.corrupt = true })
+	good := newPeer(t, body, NewKeys("k"))
+	bad := newPeer(t, body, NewKeys("k"), func(p *fakePeer) { p.corrupt = true })
 	tests := []struct {
 		name    string
 		owners  []Member
@@ -415,7 +414,7 @@ func TestManifestFromPeer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, m := newTestFetcher(fixedOwners{"me", tt.owners}, peer.NewKeys("k"))
+			f, m := newTestFetcher(fixedOwners{"me", tt.owners}, NewKeys("k"))
 			defer f.Close()
 			n := 0
 			if tt.asked != nil {
@@ -443,7 +442,7 @@ func TestManifestFromPeer(t *testing.T) {
 func TestUnreachablePeerSkippedForEveryDigest(t *testing.T) {
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
-	f, m := newTestFetcher(fixedOwners{"me", []Member{member("down", down.URL), member("me", "")}}, peer.Keys{})
+	f, m := newTestFetcher(fixedOwners{"me", []Member{member("down", down.URL), member("me", "")}}, Keys{})
 	defer f.Close()
 	for i := range 3 {
 		blob := randomBlob(t, 1000+i)
@@ -475,11 +474,11 @@ func TestUnreachablePeerSkippedForEveryDigest(t *testing.T) {
 func TestManifestFromPeerLiveCap(t *testing.T) {
 	body := randomBlob(t, 5<<20)
 	req := reqFor(body)
-	owner := newPeer(t, body, peer.NewKeys("k"))
+	owner := newPeer(t, body, NewKeys("k"))
 	var limit atomic.Int64
 	limit.Store(4 << 20)
 	m := NewMetrics()
-	f := NewFetcher(fixedOwners{"me", []Member{member("p", owner.URL), member("me", "")}}, peer.NewKeys("k"), m, nil,
+	f := NewFetcher(fixedOwners{"me", []Member{member("p", owner.URL), member("me", "")}}, NewKeys("k"), m, nil,
 		FetcherOptions{MaxManifestBytes: limit.Load})
 	defer f.Close()
 	if _, _, err := f.Manifest(t.Context(), req, ""); !errors.Is(err, ErrNoPeer) {
@@ -505,8 +504,8 @@ func TestManifestFromPeerLiveCap(t *testing.T) {
 // default of max_manifest_bytes, not more.
 func TestManifestFromPeerDefaultCap(t *testing.T) {
 	body := randomBlob(t, 5<<20)
-	owner := newPeer(t, body, peer.NewKeys("k"))
-	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("p", owner.URL), member("me", "")}}, peer.NewKeys("k"))
+	owner := newPeer(t, body, NewKeys("k"))
+	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("p", owner.URL), member("me", "")}}, NewKeys("k"))
 	defer f.Close()
 	if _, _, err := f.Manifest(t.Context(), reqFor(body), ""); !errors.Is(err, ErrNoPeer) {
 		t.Fatalf("5 MiB manifest without a cap: err %v, want ErrNoPeer", err)

@@ -1,10 +1,9 @@
-package cluster
+package peer
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"net"
@@ -21,11 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-mirror/berth/internal/fetch"
-	"github.com/berth-mirror/berth/internal/peer"
 )
-
-// PeerPath is the prefix of the peer API.
-const PeerPath = peer.Path
 
 // Timeouts and memories of the asking side. A dead peer must cost little:
 // the next source is tried as soon as one passes. A busy one must not be
@@ -56,11 +51,6 @@ const (
 	// maxFailMemories bounds the failure table (entries expire anyway).
 	maxFailMemories = 4096
 )
-
-// PeerErrorHeader is set by a peer on an answer that is about the peer
-// request itself (its token: "token"), as opposed to an answer the peer
-// relays from its upstream: only the former says the cluster secrets differ.
-const PeerErrorHeader = peer.ErrorHeader
 
 // errPeer is a peer request that did not give a usable response.
 type errPeer struct {
@@ -99,7 +89,7 @@ type FetcherOptions struct {
 type Fetcher struct {
 	c       Membership
 	bytesIn prometheus.Counter
-	keys    peer.Keys
+	keys    Keys
 	m       *Metrics
 	opts    FetcherOptions
 	client  *http.Client
@@ -119,16 +109,8 @@ type Fetcher struct {
 	served *servedTable
 }
 
-// Membership is what the asking side needs of the cluster.
-type Membership interface {
-	// Name is this node's name.
-	Name() string
-	// Owners orders the alive members by ownership of key.
-	Owners(key string) []Member
-}
-
 // NewFetcher returns the asking side over c.
-func NewFetcher(c Membership, keys peer.Keys, m *Metrics, log *slog.Logger, opts FetcherOptions) *Fetcher {
+func NewFetcher(c Membership, keys Keys, m *Metrics, log *slog.Logger, opts FetcherOptions) *Fetcher {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -288,7 +270,7 @@ func (f *Fetcher) failed1(ctx context.Context, req fetch.Request, t try, err err
 
 // ErrNoPeer means no peer had the content: this node comes first among
 // its owners, or every owner asked failed. The caller asks the upstream.
-var ErrNoPeer = errors.New("cluster: no peer to ask")
+var ErrNoPeer = errors.New("peer: no peer to ask")
 
 // defaultMaxManifestBytes caps a manifest read from a peer when
 // FetcherOptions.MaxManifestBytes is nil (distribution's cap, config's default).
@@ -386,24 +368,20 @@ func (f *Fetcher) Head(ctx context.Context, req fetch.Request) (fetch.Meta, erro
 }
 
 func (f *Fetcher) peerURL(t try, kind string, req fetch.Request) string {
-	q := url.Values{peer.QueryRegistry: {req.Registry}, peer.QueryRepository: {req.Repository}, peer.QueryFrom: {f.c.Name()}}
+	q := url.Values{QueryRegistry: {req.Registry}, QueryRepository: {req.Repository}, QueryFrom: {f.c.Name()}}
 	if req.Verified {
-		q.Set(peer.QueryVerified, "1") // the asking node checked its client (private content)
+		q.Set(QueryVerified, "1") // the asking node checked its client (private content)
 	}
 	if t.held {
-		q.Set(peer.QueryHeld, "1") // serve it only if stored: fetch nothing, ask no one
+		q.Set(QueryHeld, "1") // serve it only if stored: fetch nothing, ask no one
 	}
-	return strings.TrimSuffix(t.URL, "/") + PeerPath + kind + "/" + req.Digest.String() + "?" + q.Encode()
+	return strings.TrimSuffix(t.URL, "/") + Path + kind + "/" + req.Digest.String() + "?" + q.Encode()
 }
-
-// UpstreamTokenHeader carries a verified client's short-lived upstream token
-// to the owner that fetches for it (docs/private-images.md).
-const UpstreamTokenHeader = peer.UpstreamTokenHeader
 
 // setUpstreamToken hands the owner the asking node's upstream token, only
 // with a cluster secret (otherwise the owner would not trust the request).
 // It is set before Authorize, whose token covers it.
-func setUpstreamToken(hr *http.Request, req fetch.Request, keys peer.Keys) {
+func setUpstreamToken(hr *http.Request, req fetch.Request, keys Keys) {
 	if req.UpstreamToken != "" && req.Verified && keys.Enabled() {
 		hr.Header.Set(UpstreamTokenHeader, req.UpstreamToken)
 	}
@@ -524,143 +502,4 @@ func (f *Fetcher) open(ctx context.Context, t try, req fetch.Request, offset int
 	}
 	b.idle = time.AfterFunc(f.opts.BodyIdle, cancel)
 	return b, meta, nil
-}
-
-// checkResponse accepts 200 for offset 0 and 206 from offset for a resume.
-// A 401 or 403 is about the cluster secrets only when the peer says its
-// token was refused (PeerErrorHeader, or the peer token challenge);
-// otherwise the peer relays its upstream's or its access rules' answer.
-func checkResponse(resp *http.Response, req fetch.Request, offset int64) (fetch.Meta, error) {
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return fetch.Meta{}, &errPeer{"not_found", fmt.Errorf("peer answered %s", resp.Status)}
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		if resp.Header.Get(PeerErrorHeader) == peer.ErrorToken || strings.HasPrefix(resp.Header.Get("Www-Authenticate"), peer.AuthScheme) {
-			return fetch.Meta{}, &errPeer{"denied", fmt.Errorf("peer refused this node's token: %s (cluster secrets differ?)", resp.Status)}
-		}
-		return fetch.Meta{}, &errPeer{"refused", fmt.Errorf("peer relayed %s", resp.Status)}
-	case resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests:
-		return fetch.Meta{}, &errPeer{"busy", fmt.Errorf("peer answered %s", resp.Status)}
-	case offset == 0 && resp.StatusCode != http.StatusOK, offset > 0 && resp.StatusCode != http.StatusPartialContent:
-		return fetch.Meta{}, &errPeer{"status", fmt.Errorf("peer answered %s", resp.Status)}
-	}
-	if d := resp.Header.Get("Docker-Content-Digest"); d != "" && d != req.Digest.String() {
-		return fetch.Meta{}, &errPeer{"corrupt", fmt.Errorf("peer sent digest %q, want %s", d, req.Digest)}
-	}
-	meta := fetch.Meta{Size: resp.ContentLength, MediaType: resp.Header.Get("Content-Type")}
-	if offset > 0 {
-		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-		if !ok || start != offset {
-			return fetch.Meta{}, &errPeer{"status", fmt.Errorf("peer sent Content-Range %q for offset %d", resp.Header.Get("Content-Range"), offset)}
-		}
-		meta.Size = total
-	}
-	return meta, nil
-}
-
-// parseContentRange parses "bytes START-END/TOTAL".
-func parseContentRange(s string) (start, total int64, ok bool) {
-	rest, found := strings.CutPrefix(s, "bytes ")
-	if !found {
-		return 0, 0, false
-	}
-	rng, tot, found := strings.Cut(rest, "/")
-	if !found {
-		return 0, 0, false
-	}
-	first, _, found := strings.Cut(rng, "-")
-	if !found {
-		return 0, 0, false
-	}
-	var err1, err2 error
-	start, err1 = strconv.ParseInt(first, 10, 64)
-	total, err2 = strconv.ParseInt(tot, 10, 64)
-	if err1 != nil || err2 != nil {
-		if err1 == nil && tot == "*" {
-			return start, -1, true
-		}
-		return 0, 0, false
-	}
-	return start, total, true
-}
-
-// peerBody is a peer's response body: it counts bytes, enforces the idle
-// timeout, hashes a whole-blob transfer, and blames the peer for a break or
-// wrong bytes.
-type peerBody struct {
-	f       *Fetcher
-	req     fetch.Request
-	member  string
-	body    io.ReadCloser
-	cancel  context.CancelFunc
-	idle    *time.Timer
-	start   time.Time
-	size    int64
-	n       int64
-	counter *atomic.Int64
-	hash    hash.Hash
-	first   bool
-	failed  bool
-}
-
-func (b *peerBody) Read(p []byte) (int, error) {
-	n, err := b.body.Read(p)
-	if n > 0 {
-		b.idle.Reset(b.f.opts.BodyIdle)
-		if !b.first {
-			b.first = true
-			b.f.m.FirstByte.Observe(time.Since(b.start).Seconds())
-		}
-		b.n += int64(n)
-		b.counter.Add(int64(n))
-		b.f.bytesIn.Add(float64(n))
-		if b.hash != nil {
-			_, _ = b.hash.Write(p[:n])
-		}
-	}
-	switch {
-	case err == io.EOF && b.hash != nil && b.n == b.size && !b.verified():
-		b.blame("corrupt", corruptMemory)
-		return n, fmt.Errorf("%w: peer %s sent bytes that do not hash to %s", fetch.ErrVerify, b.member, b.req.Digest)
-	case err == io.EOF:
-		b.f.m.Requests.WithLabelValues("client", "ok").Inc()
-	case err != nil:
-		b.blame("midstream", failMemory)
-		return n, fmt.Errorf("peer %s: %w", b.member, err)
-	}
-	return n, err
-}
-
-func (b *peerBody) verified() bool {
-	sum := b.hash.Sum(nil)
-	want := b.req.Digest.Encoded()
-	const hexdigits = "0123456789abcdef"
-	if len(want) != 2*len(sum) {
-		return false
-	}
-	for i, c := range sum {
-		if want[2*i] != hexdigits[c>>4] || want[2*i+1] != hexdigits[c&15] {
-			return false
-		}
-	}
-	return true
-}
-
-// blame counts a failure of the peer once and skips it for this digest.
-func (b *peerBody) blame(reason string, d time.Duration) {
-	if b.failed {
-		return
-	}
-	b.failed = true
-	b.f.m.Fallbacks.WithLabelValues(reason).Inc()
-	b.f.m.Requests.WithLabelValues("client", reason).Inc()
-	b.f.remember(b.req, b.member, d)
-	b.f.log.Warn("peer transfer failed", "digest", b.req.Digest.String(), "peer", b.member,
-		"reason", reason, "bytes", b.n)
-}
-
-func (b *peerBody) Close() error {
-	b.idle.Stop()
-	b.cancel()
-	return b.body.Close()
 }
