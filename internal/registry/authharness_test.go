@@ -18,6 +18,7 @@ import (
 
 	"github.com/berth-mirror/berth/internal/access"
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/peer"
 	"github.com/berth-mirror/berth/internal/metrics"
 	"github.com/berth-mirror/berth/internal/store"
 	"github.com/berth-mirror/berth/internal/upstream"
@@ -253,14 +254,14 @@ type authStack struct {
 // cluster node serves it; withTokens: a cluster secret is set.
 func (s *authStack) peer(t testing.TB, withTokens bool) *httptest.Server {
 	t.Helper()
-	var popts PeerOptions
+	var popts peer.ServerOptions
 	if withTokens {
 		popts.Verify = func(*http.Request, string) error { return nil }
 	}
 	s.nowMu.Lock()
 	h := s.h
 	s.nowMu.Unlock()
-	p := NewPeerFor(h, popts) // the same gate as /v2/
+	p := peer.NewServer(h, popts) // the same gate as /v2/
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	return srv

@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-mirror/berth/internal/access"
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/peer"
 )
 
 // The tests here guard the escapes of issue 16 item 7: each was a change
@@ -169,10 +170,10 @@ func TestPeerSharesHandler(t *testing.T) {
 	if resp, _ := s.do(t, "GET", "/v2/registry.test:5000/team/app/manifests/"+img.manifest.String()); resp.StatusCode != http.StatusOK {
 		t.Fatalf("warming: %d", resp.StatusCode)
 	}
-	peer := httptest.NewServer(NewPeerFor(s.h, PeerOptions{}))
-	defer peer.Close()
+	ps := httptest.NewServer(peer.NewServer(s.h, peer.ServerOptions{}))
+	defer ps.Close()
 	get := func() int {
-		resp, err := http.Get(peer.URL + "/peer/v1/manifests/" + img.manifest.String() + "?registry=registry.test:5000&repository=team/app")
+		resp, err := http.Get(ps.URL + "/peer/v1/manifests/" + img.manifest.String() + "?registry=registry.test:5000&repository=team/app")
 		if err != nil {
 			t.Fatal(err)
 		}

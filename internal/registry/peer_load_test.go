@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/peer"
 )
 
 // TestPeerHeartbeats: while the owner's fill waits for its upstream, the
@@ -27,7 +28,7 @@ func TestPeerHeartbeats(t *testing.T) {
 	open := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(open)
 	up.delay = func() { <-release }
-	ps := newPeerStack(t, up, func(o *PeerOptions) { o.Heartbeat = 10 * time.Millisecond })
+	ps := newPeerStack(t, up, func(o *peer.ServerOptions) { o.Heartbeat = 10 * time.Millisecond })
 
 	var beats atomic.Int32
 	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
@@ -101,8 +102,8 @@ func TestPeerTokenRefusalIsMarked(t *testing.T) {
 	path := "/peer/v1/blobs/" + img.layers[0].String() + "?registry=registry.test:5000&repository=team/app"
 	for _, hdr := range [][]string{nil, {"Authorization", "Berth-Peer forged"}} {
 		resp, _ := ps.get(t, "GET", path, hdr...)
-		if resp.Header.Get(PeerErrorHeader) != "token" {
-			t.Errorf("%v: %d without %s: token", hdr, resp.StatusCode, PeerErrorHeader)
+		if resp.Header.Get(peer.ErrorHeader) != "token" {
+			t.Errorf("%v: %d without %s: token", hdr, resp.StatusCode, peer.ErrorHeader)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/peer"
 	"github.com/berth-mirror/berth/internal/upstream"
 )
 
@@ -26,7 +27,7 @@ type peerStack struct {
 // Options carry a Source that fails the test if a request reaches it not
 // marked as a peer's (fetch.Request.From): the cluster source must never
 // forward a peer's request to another owner.
-func newPeerStack(t *testing.T, up *countingUpstream, popts ...func(*PeerOptions)) *peerStack {
+func newPeerStack(t *testing.T, up *countingUpstream, popts ...func(*peer.ServerOptions)) *peerStack {
 	t.Helper()
 	s := newStack(t, up, time.Minute)
 	c, err := upstream.New(upstream.Endpoint{Name: "registry.test:5000", URL: up.URL}, upstream.Options{Retries: 1, Backoff: time.Millisecond})
@@ -43,11 +44,11 @@ func newPeerStack(t *testing.T, up *countingUpstream, popts ...func(*PeerOptions
 			return up.Open(ctx, req, off)
 		})
 	}
-	po := PeerOptions{
+	po := peer.ServerOptions{
 		Verify: func(r *http.Request, dg string) error {
 			ps.verified.Add(1)
 			if r.Header.Get("Authorization") == "" {
-				return ErrNoCredentials
+				return peer.ErrNoToken
 			}
 			if r.Header.Get("Authorization") != "Berth-Peer good" {
 				return errors.New("bad token")
@@ -59,11 +60,11 @@ func newPeerStack(t *testing.T, up *countingUpstream, popts ...func(*PeerOptions
 	for _, o := range popts {
 		o(&po)
 	}
-	p := NewPeer(Options{
+	p := peer.NewServer(New(Options{
 		Store: s.store, Fetcher: s.fetcher, Metrics: s.metrics,
 		Upstreams: upstreamMap{"registry.test:5000": c},
 		Source:    markedFromPeer,
-	}, po)
+	}), po)
 	ps.peer = httptest.NewServer(p)
 	t.Cleanup(ps.peer.Close)
 	return ps

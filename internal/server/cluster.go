@@ -32,7 +32,7 @@ type clusterNode struct {
 	keys    peer.Keys
 	m       *cluster.Metrics
 	pm      *peer.Metrics
-	peer    *registry.Peer
+	peer    *peer.Server
 	fetcher *peer.Fetcher
 
 	c       atomic.Pointer[cluster.Cluster] // set while running
@@ -78,23 +78,14 @@ func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m 
 
 // peerOptions: without a cluster secret peer requests are not
 // authenticated (Verify nil), which the peer API also reads as "no peer's
-// word is trusted" for private content.
-func (n *clusterNode) peerOptions() registry.PeerOptions {
-	o := registry.PeerOptions{
-		Served: n.pm.Served,
-	}
+// word is trusted" for private content. log is the registry's: the peer
+// API's refusals are logged with its other answers.
+func (n *clusterNode) peerOptions(log *slog.Logger) peer.ServerOptions {
+	o := peer.ServerOptions{Served: n.pm.Served, Logger: log}
 	if n.keys.Enabled() {
-		o.Verify = n.verify
+		o.Verify = func(r *http.Request, dg string) error { return n.keys.Verify(r, dg, time.Now()) }
 	}
 	return o
-}
-
-func (n *clusterNode) verify(r *http.Request, dg string) error {
-	err := n.keys.Verify(r, dg, time.Now())
-	if errors.Is(err, peer.ErrNoToken) {
-		return fmt.Errorf("%w: %w", registry.ErrNoCredentials, err)
-	}
-	return err
 }
 
 // Name and Owners make the node the Fetcher's membership: before Start (or
@@ -138,20 +129,20 @@ func (n *clusterNode) PeerHead() func(context.Context, fetch.Request) (fetch.Met
 	return n.fetcher.Head
 }
 
-// servePeersWith makes h, the /v2/ handler, serve the peer API too: the
+// servePeersWith makes h, the /v2/ handler, the peer API's backend: the
 // owner's side asks the same gate and keeps the same limits and manifest
 // cap, reloads included. A peer's request is never forwarded twice: the
 // handler's cluster source asks other members only whether they hold what
-// it lacks (fetch.Request.From).
-func (n *clusterNode) servePeersWith(h *registry.Handler) {
+// it lacks (fetch.Request.From). log is h's logger.
+func (n *clusterNode) servePeersWith(h *registry.Handler, log *slog.Logger) {
 	if n != nil {
-		n.peer = registry.NewPeerFor(h, n.peerOptions())
+		n.peer = peer.NewServer(h, n.peerOptions(log))
 	}
 }
 
 // ServePeer serves r if it is a peer API request and reports whether it did.
 func (n *clusterNode) ServePeer(w http.ResponseWriter, r *http.Request) bool {
-	if n == nil || !strings.HasPrefix(r.URL.Path, registry.PeerPrefix) {
+	if n == nil || !strings.HasPrefix(r.URL.Path, peer.Path) {
 		return false
 	}
 	n.peer.ServeHTTP(w, r)

@@ -107,6 +107,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	// One registry handler for the life of the server, serving /v2/ and the
 	// peer API: one gate, one manifest cap, one set of limits (the tags/list
 	// slots); a reload swaps its live options (registry.Live).
+	regLog := log.With("component", "registry")
 	v2 := registry.New(registry.Options{
 		Access:           accessOptions(cfg, m, log), // one gate for the /v2/ and peer APIs and prefetch
 		Store:            st,
@@ -118,7 +119,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		MaxManifestBytes: int64(cfg.MaxManifestBytes),
 		UpstreamTimeout:  2 * cfg.UpstreamTimeout.D(),
 		MaxHeaderBytes:   int(cfg.MaxHeaderBytes),
-		Logger:           log.With("component", "registry"),
+		Logger:           regLog,
 		Source:           cl.Source(),
 		PeerManifest:     cl.PeerManifest(),
 		PeerHead:         cl.PeerHead(),
@@ -126,7 +127,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	})
 	s.live.v2 = v2
 	s.live.setLive = func(cfg config.Config) { v2.SetLive(liveOptions(cfg)) }
-	cl.servePeersWith(v2)
+	cl.servePeersWith(v2, regLog)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
