@@ -333,7 +333,10 @@ func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Has
 	f.mu.Lock()
 	if !f.started {
 		f.meta, f.started = meta, true
-		if rs, ok := src.(RangeSource); ok && offset == 0 && req.Piece == nil && (!f.c.opts.NoPieces || meta.End > 0) {
+		// A blob a cluster peer streams whole (its owner, or a member
+		// holding it) comes whole: its pieces are for blobs this node
+		// assembles itself (Meta.End, or a stream from the upstream).
+		if rs, ok := src.(RangeSource); ok && offset == 0 && req.Piece == nil && (meta.End > 0 || (!f.c.opts.NoPieces && meta.Peer == "")) {
 			if plan := PlanFor(meta.Size); plan.Count > 1 {
 				f.pc = newPieceSet(plan, f.c.opts.PieceFetches)
 				f.cond.Broadcast()

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-mirror/berth/internal/fetch"
@@ -63,6 +64,9 @@ func (e *errPeer) Unwrap() error { return e.err }
 
 // FetcherOptions tune the asking side. The zero value is usable.
 type FetcherOptions struct {
+	// NoPieces asks the owners of a blob for it whole, never piece by piece
+	// (piece_fetches: 0).
+	NoPieces bool
 	// Peers, if set, bounds the transfers from owners running at once (a
 	// turn is held from the request until the body is closed).
 	Peers *fetch.Pool
@@ -160,8 +164,18 @@ func (source) TakesTurns() {}
 // Open asks the peers in plan order, then the upstream. The fill calls Open
 // again with the offset reached after a broken transfer; the peer that
 // broke is remembered and skipped, so the resume goes to the next source.
+//
+// A blob with pieces (its size known from a manifest) is opened as its first piece only (fetch.Meta.End), from
+// that piece's owner: the fill then asks each other piece of its own owner
+// (OpenRange), so the pieces of a hot blob, and their upload, are spread
+// over the cluster.
 func (s source) Open(ctx context.Context, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
 	f := s.f
+	if offset == 0 && f.piecesFor(req) {
+		if body, meta, ok := s.openFirstPiece(ctx, req); ok {
+			return body, meta, nil
+		}
+	}
 	for _, t := range f.plan(req) {
 		body, meta, err := f.openLimited(ctx, t, req, offset)
 		if err == nil {
@@ -173,6 +187,113 @@ func (s source) Open(ctx context.Context, req fetch.Request, offset int64) (io.R
 		f.failed1(ctx, req, t, err)
 	}
 	return s.up.Open(ctx, req, offset)
+}
+
+// piecesFor reports whether req's blob may come in pieces from their
+// owners: public content asked by this node's own clients (private content
+// comes whole, through the owner the client's token is handed to; a peer's
+// whole-blob request is answered whole).
+func (f *Fetcher) piecesFor(req fetch.Request) bool {
+	return !f.opts.NoPieces && !req.Verified && req.UpstreamToken == "" && req.From == ""
+}
+
+// openFirstPiece opens piece 0 of req's blob if it has pieces; ok false:
+// open the blob as a whole.
+func (s source) openFirstPiece(ctx context.Context, req fetch.Request) (io.ReadCloser, fetch.Meta, bool) {
+	// Without a size from a manifest, the blob comes whole from its owner:
+	// a HEAD first would cost every small blob a round trip (the owner's
+	// own to the upstream when it lacks the blob).
+	plan := fetch.PlanFor(req.Size)
+	if plan.Count < 2 {
+		return nil, fetch.Meta{}, false
+	}
+	_, end := plan.Bounds(0)
+	body, meta, err := s.OpenRange(ctx, req, 0, 0, end)
+	if err != nil {
+		return nil, fetch.Meta{}, false
+	}
+	meta.End = end
+	return body, meta, true
+}
+
+// OpenRange opens bytes [start, end) of piece i of req's blob (req.Size
+// bytes): from the piece's owners before this node (the rendezvous owners
+// of its key, fetch.PieceKey), at most maxTrys, else from the upstream by
+// range (this node owns the piece, or its owners failed). Private content
+// and a peer's request go to the upstream directly.
+func (s source) OpenRange(ctx context.Context, req fetch.Request, i int, start, end int64) (io.ReadCloser, fetch.Meta, error) {
+	rs, ok := s.up.(fetch.RangeSource)
+	if !ok {
+		return nil, fetch.Meta{}, fetch.ErrNoRange
+	}
+	f := s.f
+	if f.piecesFor(req) && req.Size > 0 {
+		key := fetch.PieceKey(req.Digest, fetch.PlanFor(req.Size), i)
+		for _, t := range f.piecePlan(req, key) {
+			body, meta, err := f.openPieceLimited(ctx, t, req, i, start, end)
+			if err == nil {
+				return body, meta, nil
+			}
+			if ctx.Err() != nil {
+				return nil, fetch.Meta{}, err
+			}
+			f.failed1(ctx, fetch.Request{Digest: key}, t, err)
+		}
+	}
+	return rs.OpenRange(ctx, req, i, start, end)
+}
+
+// piecePlan lists the owners of a piece before this node, at most maxTrys,
+// leaving out those that failed for it lately or are unreachable.
+func (f *Fetcher) piecePlan(req fetch.Request, key digest.Digest) []try {
+	var out []try
+	self := f.c.Name()
+	for _, o := range f.c.Owners(key.String()) {
+		if o.Name == self || len(out) == f.maxTrys {
+			break
+		}
+		if !f.skipped(fetch.Request{Digest: key}, o.Name) {
+			out = append(out, try{Member: o, piece: true})
+		}
+	}
+	return out
+}
+
+// openPieceLimited opens a piece from t under a peer turn.
+func (f *Fetcher) openPieceLimited(ctx context.Context, t try, req fetch.Request, i int, start, end int64) (io.ReadCloser, fetch.Meta, error) {
+	open := fetch.SourceFunc(func(ctx context.Context, req fetch.Request, _ int64) (io.ReadCloser, fetch.Meta, error) {
+		return f.openPiece(ctx, t, req, i, start, end)
+	})
+	if f.opts.Peers == nil {
+		return open(ctx, req, 0)
+	}
+	return f.opts.Peers.Limit(open).Open(ctx, req, 0)
+}
+
+// openPiece GETs bytes [start, end) of piece i from t and checks that the
+// answer is exactly that range of a blob of req.Size bytes.
+func (f *Fetcher) openPiece(ctx context.Context, t try, req fetch.Request, i int, start, end int64) (io.ReadCloser, fetch.Meta, error) {
+	t.pieceIndex, t.size = i, req.Size
+	resp, cancel, err := f.do(ctx, http.MethodGet, "blobs", t, req, func(hr *http.Request) {
+		hr.Header.Set("Range", "bytes="+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(end-1, 10))
+	})
+	if err != nil {
+		return nil, fetch.Meta{}, err
+	}
+	begun := time.Now()
+	meta, err := checkPieceResponse(resp, req, start, end)
+	if err != nil {
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		_ = resp.Body.Close()
+		cancel()
+		return nil, fetch.Meta{}, err
+	}
+	meta.Peer = t.Name
+	b := &peerBody{f: f, req: fetch.Request{Digest: fetch.PieceKey(req.Digest, fetch.PlanFor(req.Size), i)}, member: t.Name,
+		body: resp.Body, cancel: cancel, start: begun, size: end - start}
+	b.counter = f.served.counter(t.Name, f.now())
+	b.idle = time.AfterFunc(f.opts.BodyIdle, cancel)
+	return b, meta, nil
 }
 
 // openLimited opens t under a turn: a peer turn for an owner, an upstream
@@ -197,6 +318,10 @@ func (f *Fetcher) openLimited(ctx context.Context, t try, req fetch.Request, off
 type try struct {
 	Member
 	held bool
+	// piece: an owner of a piece, asked for pieceIndex of the blob of size.
+	piece      bool
+	pieceIndex int
+	size       int64
 }
 
 // plan lists the peers to ask for req, in order:
@@ -375,6 +500,10 @@ func (f *Fetcher) peerURL(t try, kind string, req fetch.Request) string {
 	if t.held {
 		q.Set(QueryHeld, "1") // serve it only if stored: fetch nothing, ask no one
 	}
+	if t.piece {
+		q.Set(QueryPiece, strconv.Itoa(t.pieceIndex))
+		q.Set(QuerySize, strconv.FormatInt(t.size, 10))
+	}
 	return strings.TrimSuffix(t.URL, "/") + Path + kind + "/" + req.Digest.String() + "?" + q.Encode()
 }
 
@@ -492,6 +621,7 @@ func (f *Fetcher) open(ctx context.Context, t try, req fetch.Request, offset int
 		cancel()
 		return nil, fetch.Meta{}, err
 	}
+	meta.Peer = t.Name
 	b := &peerBody{f: f, req: req, member: t.Name, body: resp.Body, cancel: cancel, start: start, size: meta.Size}
 	b.counter = f.served.counter(t.Name, f.now())
 	if offset == 0 {

@@ -39,6 +39,7 @@ const (
 	codeDenied        = "DENIED"
 	codeDigestInvalid = "DIGEST_INVALID"
 	codeNameInvalid   = "NAME_INVALID"
+	codeRangeInvalid  = "RANGE_INVALID"
 )
 
 func newError(status int, code, format string, args ...any) *Error {

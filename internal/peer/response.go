@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/upstream"
 )
 
 // checkResponse accepts 200 for offset 0 and 206 from offset for a resume.
@@ -44,6 +45,24 @@ func checkResponse(resp *http.Response, req fetch.Request, offset int64) (fetch.
 		meta.Size = total
 	}
 	return meta, nil
+}
+
+// checkPieceResponse accepts a 206 for exactly bytes [start, end) of a blob
+// of req.Size bytes; refusals are read as checkResponse reads them.
+func checkPieceResponse(resp *http.Response, req fetch.Request, start, end int64) (fetch.Meta, error) {
+	if resp.StatusCode != http.StatusPartialContent {
+		_, err := checkResponse(resp, req, 1) // a refusal, or "status"
+		return fetch.Meta{}, err
+	}
+	if d := resp.Header.Get("Docker-Content-Digest"); d != "" && d != req.Digest.String() {
+		return fetch.Meta{}, &errPeer{"corrupt", fmt.Errorf("peer sent digest %q, want %s", d, req.Digest)}
+	}
+	first, last, total, ok := upstream.ParseContentRange(resp.Header.Get("Content-Range"))
+	if !ok || first != start || last != end-1 || total != req.Size || (resp.ContentLength >= 0 && resp.ContentLength != end-start) {
+		return fetch.Meta{}, &errPeer{"status", fmt.Errorf("peer sent Content-Range %.80q (%d bytes) for bytes %d-%d of %d",
+			resp.Header.Get("Content-Range"), resp.ContentLength, start, end-1, req.Size)}
+	}
+	return fetch.Meta{Size: total, MediaType: resp.Header.Get("Content-Type")}, nil
 }
 
 // parseContentRange parses "bytes START-END/TOTAL".

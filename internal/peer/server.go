@@ -2,12 +2,19 @@ package peer
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-mirror/berth/internal/fetch"
+	"github.com/berth-mirror/berth/internal/throttle"
 )
 
 // Kinds of content the peer API serves: the path segment after Path.
@@ -38,6 +45,10 @@ type Request struct {
 	UpstreamToken string
 	// HeldOnly: answer only from the store; fetch nothing, ask no one.
 	HeldOnly bool
+	// Piece, if >= 0, asks for that piece of the blob of Size bytes (its
+	// Range inside the piece); -1: the blob.
+	Piece int
+	Size  int64
 }
 
 // Backend is what the peer API needs of the node that serves it (the
@@ -69,6 +80,8 @@ type ServerOptions struct {
 	Served func(result string, bytes int64)
 	// Logger receives refused and failed requests (default: discard).
 	Logger *slog.Logger
+	// Upload, if set, caps what the answers send (cluster.upload_rate, live).
+	Upload *throttle.Limiter
 }
 
 // Server serves the peer API: GET/HEAD of Path+"blobs/<digest>" and
@@ -164,11 +177,57 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
 	if req.Registry == "" || req.Repository == "" {
 		return newError(http.StatusBadRequest, codeNameInvalid, "the registry and repository parameters are required")
 	}
+	if req.Piece, req.Size, err = pieceParams(q); err != nil {
+		return newError(http.StatusBadRequest, codeRangeInvalid, "%v", err)
+	}
+	if req.Piece >= 0 && (kind != KindBlob || req.HeldOnly) {
+		return newError(http.StatusBadRequest, codeRangeInvalid, "a piece is of a blob")
+	}
 	if req.From == "" {
 		req.From = "peer" // an older node names no member: the request is still a peer's
 	}
+	if s.opts.Upload != nil && s.opts.Upload.Rate() > 0 {
+		w = &paced{heartbeatWriter: w.(*heartbeatWriter), w: s.opts.Upload.Writer(r.Context(), w, extendDeadline(w))}
+	}
 	return s.b.ServePeer(w, r, req)
 }
+
+// pieceParams parses the piece and size parameters: both or neither, a
+// piece of the plan of a blob large enough to have pieces.
+func pieceParams(q url.Values) (piece int, size int64, err error) {
+	ps, ss := q.Get(QueryPiece), q.Get(QuerySize)
+	if ps == "" && ss == "" {
+		return -1, 0, nil
+	}
+	p, err1 := strconv.Atoi(ps)
+	n, err2 := strconv.ParseInt(ss, 10, 64)
+	if err1 != nil || err2 != nil || p < 0 || n <= 0 || p >= fetch.PlanFor(n).Count || fetch.PlanFor(n).Count < 2 {
+		return -1, 0, fmt.Errorf("invalid piece %.20q of a blob of %.20q bytes", ps, ss)
+	}
+	return p, n, nil
+}
+
+// paced is the answer's writer under cluster.upload_rate: its body goes
+// out in chunks, each after its share of the node's upload budget.
+type paced struct {
+	*heartbeatWriter
+	w io.Writer
+}
+
+func (p *paced) Write(b []byte) (int, error) { return p.w.Write(b) }
+
+func (p *paced) ReadFrom(r io.Reader) (int64, error) { return p.w.(io.ReaderFrom).ReadFrom(r) }
+
+// extendDeadline gives each paced chunk its own write deadline: a response
+// that shares a capped uplink with many others may take longer in all than
+// the deadline its size earned, while every chunk still moves.
+func extendDeadline(w http.ResponseWriter) func(int) {
+	rc := http.NewResponseController(w)
+	return func(int) { _ = rc.SetWriteDeadline(time.Now().Add(chunkWriteTimeout)) }
+}
+
+// chunkWriteTimeout bounds one paced chunk's write to a stalled peer.
+const chunkWriteTimeout = 60 * time.Second
 
 // verify checks r's token; its refusals say they are about the token
 // (ErrorHeader), so the asking node tells them from a refusal relayed from

@@ -23,6 +23,11 @@ const (
 	QueryVerified = "verified"
 	// QueryHeld = "1": answer only from the store; fetch nothing, ask no one.
 	QueryHeld = "held"
+	// QueryPiece and QuerySize ask for piece N of the blob of SIZE bytes
+	// (fetch.PlanFor(SIZE)), the Range header naming bytes inside it: the
+	// owner of the piece answers a 206 with the blob's Content-Range.
+	QueryPiece = "piece"
+	QuerySize  = "size"
 )
 
 // Headers of the peer API.

@@ -74,6 +74,9 @@ func (h *Handler) cachedManifest(req *request, dg digest.Digest) (manifest, bool
 	body, info, err := h.opts.Store.ReadManifest(req.target.String(), dg, max)
 	switch {
 	case err == nil:
+		if isImageManifest(info.MediaType) {
+			h.sizes.learn(body) // after a restart the hints are gone; the manifests are not
+		}
 		return manifest{body, info}, true, nil
 	case errors.Is(err, store.ErrNotManifest):
 		if bi, serr := h.opts.Store.Stat(dg); serr == nil && bi.Size > max {

@@ -58,6 +58,9 @@ func (h *Handler) servePeer(w *recorder, r *http.Request, preq peer.Request) err
 		return newError(http.StatusNotFound, notFoundCode(req), "%s", dec.Challenge.Message)
 	}
 	req = req.granted(dec.Grant)
+	if preq.Piece >= 0 {
+		return h.servePiece(w, r, req, preq.Piece, preq.Size)
+	}
 	if pk == KindBlob {
 		return h.serveBlob(w, r, req)
 	}

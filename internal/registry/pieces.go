@@ -13,7 +13,7 @@ import (
 	"github.com/berth-mirror/berth/internal/fetch"
 )
 
-// ServePiece answers a peer's request for bytes of piece i of the blob
+// servePiece answers a peer's request for bytes of piece i of the blob
 // req names, of size bytes (fetch.PlanFor(size) is the plan both nodes
 // compute), the Range header naming bytes inside the piece (none: the whole
 // piece). The answer is a 206 with the blob's Content-Range, from, in order:
@@ -27,7 +27,7 @@ import (
 // Nothing of it is verified (a piece cannot be): the asking node verifies
 // the whole blob before it serves its last byte or commits it. Pieces of
 // private content are not served: the asking node fetches those whole.
-func (h *Handler) ServePiece(w http.ResponseWriter, r *http.Request, req *request, i int, size int64) error {
+func (h *Handler) servePiece(w http.ResponseWriter, r *http.Request, req *request, i int, size int64) error {
 	dg := digest.Digest(req.path.Reference)
 	plan := fetch.PlanFor(size)
 	if plan.Count < 2 || i < 0 || i >= plan.Count {

@@ -67,6 +67,12 @@ func (s *sizeHints) learn(body []byte) {
 	}
 }
 
+// isImageManifest reports whether mt is a single image's manifest (its
+// layers have sizes), not an index.
+func isImageManifest(mt string) bool {
+	return mt == "application/vnd.oci.image.manifest.v1+json" || mt == "application/vnd.docker.distribution.manifest.v2+json"
+}
+
 // size returns the size a manifest gave dg, or 0.
 func (s *sizeHints) size(dg digest.Digest) int64 {
 	s.mu.Lock()

@@ -19,6 +19,7 @@ import (
 	"github.com/berth-mirror/berth/internal/metrics"
 	"github.com/berth-mirror/berth/internal/peer"
 	"github.com/berth-mirror/berth/internal/registry"
+	"github.com/berth-mirror/berth/internal/throttle"
 )
 
 // clusterNode is this server's part in a cluster: membership, the asking
@@ -64,6 +65,7 @@ func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m 
 		// gives up on its upstream (and so ends the body) no later.
 		BodyIdle:         cfg.UpstreamTimeout.D(),
 		MaxManifestBytes: maxManifest,
+		NoPieces:         cfg.PieceFetches == 0,
 	})
 	m.Registry.MustRegister(n.m.Collectors()...)
 	m.Registry.MustRegister(n.pm.Collectors()...)
@@ -80,8 +82,8 @@ func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m 
 // authenticated (Verify nil), which the peer API also reads as "no peer's
 // word is trusted" for private content. log is the registry's: the peer
 // API's refusals are logged with its other answers.
-func (n *clusterNode) peerOptions(log *slog.Logger) peer.ServerOptions {
-	o := peer.ServerOptions{Served: n.pm.Served, Logger: log}
+func (n *clusterNode) peerOptions(log *slog.Logger, upload *throttle.Limiter) peer.ServerOptions {
+	o := peer.ServerOptions{Served: n.pm.Served, Logger: log, Upload: upload}
 	if n.keys.Enabled() {
 		o.Verify = func(r *http.Request, dg string) error { return n.keys.Verify(r, dg, time.Now()) }
 	}
@@ -134,9 +136,9 @@ func (n *clusterNode) PeerHead() func(context.Context, fetch.Request) (fetch.Met
 // cap, reloads included. A peer's request is never forwarded twice: the
 // handler's cluster source asks other members only whether they hold what
 // it lacks (fetch.Request.From). log is h's logger.
-func (n *clusterNode) servePeersWith(h *registry.Handler, log *slog.Logger) {
+func (n *clusterNode) servePeersWith(h *registry.Handler, log *slog.Logger, upload *throttle.Limiter) {
 	if n != nil {
-		n.peer = peer.NewServer(h, n.peerOptions(log))
+		n.peer = peer.NewServer(h, n.peerOptions(log, upload))
 	}
 }
 

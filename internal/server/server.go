@@ -127,7 +127,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	})
 	s.live.v2 = v2
 	s.live.setLive = func(cfg config.Config) { v2.SetLive(liveOptions(cfg)) }
-	cl.servePeersWith(v2, regLog)
+	cl.servePeersWith(v2, regLog, s.upload)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))

@@ -67,25 +67,38 @@ func (l *Limiter) wait(ctx context.Context, n int) error {
 // Writer paces w: writes and ReadFrom go out in chunks, each after its
 // tokens. With no cap in force it passes straight through (one ReadFrom,
 // one sendfile). ctx (the request's) ends a wait when the peer goes away.
-func (l *Limiter) Writer(ctx context.Context, w io.Writer) io.Writer {
+// before, if set, is called before each chunk with its size (a write
+// deadline per chunk).
+func (l *Limiter) Writer(ctx context.Context, w io.Writer, before func(n int)) io.Writer {
 	if l == nil {
 		return w
 	}
-	return &writer{l: l, ctx: ctx, w: w}
+	return &writer{l: l, ctx: ctx, w: w, before: before}
 }
 
 type writer struct {
-	l   *Limiter
-	ctx context.Context
-	w   io.Writer
-	lr  io.LimitedReader // reused: no allocation per chunk
+	l      *Limiter
+	ctx    context.Context
+	w      io.Writer
+	before func(n int)
+	lr     io.LimitedReader // reused: no allocation per chunk
+}
+
+func (w *writer) chunk(n int) error {
+	if err := w.l.wait(w.ctx, n); err != nil {
+		return err
+	}
+	if w.before != nil {
+		w.before(n)
+	}
+	return nil
 }
 
 func (w *writer) Write(p []byte) (int, error) {
 	var sent int
 	for len(p) > 0 {
 		n := min(len(p), Chunk)
-		if err := w.l.wait(w.ctx, n); err != nil {
+		if err := w.chunk(n); err != nil {
 			return sent, err
 		}
 		m, err := w.w.Write(p[:n])
@@ -119,7 +132,7 @@ func (w *writer) ReadFrom(r io.Reader) (int64, error) {
 			}
 			n = min(n, outer.N)
 		}
-		if err := w.l.wait(w.ctx, int(n)); err != nil {
+		if err := w.chunk(int(n)); err != nil {
 			return sent, err
 		}
 		w.lr.R, w.lr.N = r, n

@@ -24,7 +24,7 @@ func (s *sink) ReadFrom(r io.Reader) (int64, error) {
 
 func TestUnlimitedPassesThrough(t *testing.T) {
 	var s sink
-	w := New(0).Writer(context.Background(), &s)
+	w := New(0).Writer(context.Background(), &s, nil)
 	n, err := w.(io.ReaderFrom).ReadFrom(io.LimitReader(bytes.NewReader(make([]byte, 3*Chunk)), 2*Chunk+5))
 	if err != nil || n != 2*Chunk+5 || s.readFroms != 1 {
 		t.Fatalf("n %d, err %v, %d ReadFroms", n, err, s.readFroms)
@@ -37,7 +37,7 @@ func TestPaced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := New(1 << 20)
 		var s sink
-		w := l.Writer(context.Background(), &s)
+		w := l.Writer(context.Background(), &s, nil)
 		start := time.Now()
 		src := &io.LimitedReader{R: bytes.NewReader(make([]byte, 8<<20)), N: 4 << 20}
 		n, err := w.(io.ReaderFrom).ReadFrom(src)
@@ -67,7 +67,7 @@ func TestLiveChange(t *testing.T) {
 		}
 		var s sink
 		start := time.Now()
-		if _, err := l.Writer(context.Background(), &s).Write(make([]byte, 64<<20)); err != nil {
+		if _, err := l.Writer(context.Background(), &s, nil).Write(make([]byte, 64<<20)); err != nil {
 			t.Fatal(err)
 		}
 		if time.Since(start) != 0 {
@@ -83,7 +83,7 @@ func TestCancelEndsWait(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		var s sink
-		_, err := l.Writer(ctx, &s).Write(make([]byte, 4<<20))
+		_, err := l.Writer(ctx, &s, nil).Write(make([]byte, 4<<20))
 		if err == nil {
 			t.Fatal("no error after the context ended")
 		}
@@ -103,7 +103,7 @@ func TestFileBySendfileChunks(t *testing.T) {
 	}
 	defer f.Close()
 	var s sink
-	n, err := New(1<<30).Writer(context.Background(), &s).(io.ReaderFrom).ReadFrom(f)
+	n, err := New(1<<30).Writer(context.Background(), &s, nil).(io.ReaderFrom).ReadFrom(f)
 	if err != nil || n != int64(len(data)) || !bytes.Equal(s.Bytes(), data) {
 		t.Fatalf("n %d, err %v", n, err)
 	}

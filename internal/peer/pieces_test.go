@@ -1,0 +1,155 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-mirror/berth/internal/fetch"
+)
+
+// rangeUpstream is a fake upstream that also serves ranges, counting them.
+type rangeUpstream struct {
+	fakeUpstream
+	rmu    sync.Mutex
+	ranges []string
+}
+
+func (u *rangeUpstream) OpenRange(_ context.Context, _ fetch.Request, _ int, start, end int64) (io.ReadCloser, fetch.Meta, error) {
+	u.rmu.Lock()
+	u.ranges = append(u.ranges, fmt.Sprintf("%d-%d", start, end))
+	u.rmu.Unlock()
+	return io.NopCloser(bytes.NewReader(u.blob[start:end])), fetch.Meta{Size: int64(len(u.blob))}, nil
+}
+
+func (u *rangeUpstream) Open(ctx context.Context, req fetch.Request, off int64) (io.ReadCloser, fetch.Meta, error) {
+	return u.open(ctx, req, off)
+}
+
+func (u *rangeUpstream) rangesAsked() []string {
+	u.rmu.Lock()
+	defer u.rmu.Unlock()
+	return append([]string(nil), u.ranges...)
+}
+
+// TestRoundTripPieces: a blob with pieces, its size known (a manifest's
+// hint), is opened as its first piece from the piece's owner (Meta.End),
+// and another piece by range; the server parses the piece and size and the
+// Range; the client checks the 206's Content-Range. A piece owner that
+// answers another range is refused and the piece comes from the upstream.
+func TestRoundTripPieces(t *testing.T) {
+	blob := randomBlob(t, fetch.PieceThreshold+2*fetch.MinPieceSize+1000)
+	size := int64(len(blob))
+	plan := fetch.PlanFor(size)
+	be := &fakeBackend{objects: map[digest.Digest]fakeObject{}}
+	be.objects[digest.FromBytes(blob)] = fakeObject{blob, "application/octet-stream"}
+	const secret = "a-cluster-secret-0123"
+	serverKeys := NewKeys(secret)
+	srv := NewServer(be, ServerOptions{Verify: func(r *http.Request, dg string) error { return serverKeys.Verify(r, dg, time.Now()) }})
+	owner := httptest.NewServer(srv)
+	defer owner.Close()
+	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("owner", owner.URL), member("me", "")}}, NewKeys(secret))
+	defer f.Close()
+	up := &rangeUpstream{fakeUpstream: fakeUpstream{blob: blob}}
+	src := f.Wrap(up)
+	req := reqFor(blob)
+	req.Size = size
+
+	body, meta, err := src.Open(t.Context(), req, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, end0 := plan.Bounds(0)
+	got, err := io.ReadAll(body)
+	_ = body.Close()
+	if err != nil || !bytes.Equal(got, blob[:end0]) || meta.End != end0 || meta.Size != size || meta.Peer != "owner" {
+		t.Fatalf("first piece: %d bytes (err %v), meta %+v; want %d bytes, End %d", len(got), err, meta, end0, end0)
+	}
+	s2, e2 := plan.Bounds(2)
+	rs := src.(fetch.RangeSource)
+	body, meta, err = rs.OpenRange(t.Context(), req, 2, s2+10, e2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(body)
+	_ = body.Close()
+	if err != nil || !bytes.Equal(got, blob[s2+10:e2]) || meta.Size != size {
+		t.Fatalf("piece 2: %d bytes (err %v), meta %+v", len(got), err, meta)
+	}
+	reqs, ranges := be.seen()
+	if len(reqs) != 2 || reqs[0].Piece != 0 || reqs[1].Piece != 2 || reqs[1].Size != size ||
+		ranges[0] != fmt.Sprintf("bytes=0-%d", end0-1) || ranges[1] != fmt.Sprintf("bytes=%d-%d", s2+10, e2-1) {
+		t.Fatalf("backend saw %+v, ranges %q", reqs, ranges)
+	}
+	if len(up.rangesAsked()) != 0 || len(up.calls()) != 0 {
+		t.Fatalf("upstream asked: %v %v", up.rangesAsked(), up.calls())
+	}
+
+	// An owner that answers another range (here: the whole blob, 200) is
+	// refused, and the piece comes from the upstream.
+	be.ignoreRange = true
+	s1, e1 := plan.Bounds(1)
+	body, _, err = rs.OpenRange(t.Context(), req, 1, s1, e1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(body)
+	_ = body.Close()
+	if !bytes.Equal(got, blob[s1:e1]) || len(up.rangesAsked()) != 1 {
+		t.Fatalf("after a wrong answer: %d bytes, upstream ranges %v", len(got), up.rangesAsked())
+	}
+	be.ignoreRange = false
+
+	// A private request never asks piece owners.
+	priv := req
+	priv.Verified = true
+	body, _, err = rs.OpenRange(t.Context(), priv, 1, plan.PieceSize, 2*plan.PieceSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = body.Close()
+	if n, _ := be.seen(); len(n) != 3 || len(up.rangesAsked()) != 2 {
+		t.Fatalf("private piece: backend %d requests, upstream ranges %v", len(n), up.rangesAsked())
+	}
+}
+
+// TestServerPieceParams: the piece and size parameters come together, for
+// a piece of a blob with pieces, of a blob request.
+func TestServerPieceParams(t *testing.T) {
+	be := &fakeBackend{objects: map[digest.Digest]fakeObject{}}
+	srv := httptest.NewServer(NewServer(be, ServerOptions{}))
+	defer srv.Close()
+	dg := digest.FromBytes([]byte("x"))
+	big := fetch.PieceThreshold + 1
+	for _, tc := range []struct {
+		query string
+		want  int
+	}{
+		{fmt.Sprintf("piece=0&size=%d", big), http.StatusNotFound}, // well formed: the backend's answer
+		{fmt.Sprintf("piece=5&size=%d", big), http.StatusBadRequest},
+		{"piece=0&size=1000", http.StatusBadRequest}, // a small blob has no pieces
+		{"piece=0", http.StatusBadRequest},
+		{fmt.Sprintf("size=%d", big), http.StatusBadRequest},
+		{fmt.Sprintf("piece=-1&size=%d", big), http.StatusBadRequest},
+		{fmt.Sprintf("piece=x&size=%d", big), http.StatusBadRequest},
+		{fmt.Sprintf("piece=0&size=%d&held=1", big), http.StatusBadRequest},
+	} {
+		u := srv.URL + Path + "blobs/" + dg.String() + "?registry=r&repository=a/b&" + tc.query
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %d, want %d", tc.query, resp.StatusCode, tc.want)
+		}
+	}
+}
