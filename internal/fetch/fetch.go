@@ -363,8 +363,8 @@ func (c *Coalescer) joinLocked(ctx context.Context, req Request, src Source) (*R
 	return nil, nil
 }
 
-// Join returns a reader on the fill of req.Digest running now, once it
-// knows the blob's size, or nil: it never starts a fill. A cluster member
+// Join returns a reader on the fill of req.Digest running now, or nil: it
+// never starts a fill. A cluster member
 // asked for one piece of a blob it is fetching whole serves the piece from
 // that fill instead of fetching it again.
 func (c *Coalescer) Join(ctx context.Context, req Request) *Reader {

@@ -101,13 +101,14 @@ func (f *fill) join(req Request, src Source) bool {
 	return true
 }
 
-// joinRunning adds a reader for req if the fill has started (its size is
-// known), has not ended, and already asks through req's repository or may
-// serve it (public content).
+// joinRunning adds a reader for req if the fill has not ended and already
+// asks through req's repository or may serve it (public content). It need
+// not have started: its reader's Meta waits for the source's answer, so two
+// askers racing to the first byte share one download.
 func (f *fill) joinRunning(req Request) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.done || !f.started || f.err != nil {
+	if f.done || f.err != nil {
 		return false
 	}
 	if !f.asked(req) && (req.Verified || f.verified()) {

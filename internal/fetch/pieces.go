@@ -101,3 +101,42 @@ type RangeSource interface {
 	Source
 	OpenRange(ctx context.Context, req Request, piece int, start, end int64) (io.ReadCloser, Meta, error)
 }
+
+// LocalPiece opens bytes [start, end) of the blob from the piece preq names
+// (PieceRequest) if this node keeps it or is fetching it now for a peer
+// (as its owner), so that the node's own fill of the blob does not fetch
+// the piece from the upstream a second time. ok false: neither.
+func (c *Coalescer) LocalPiece(ctx context.Context, preq Request, start, end int64) (body io.ReadCloser, meta Meta, ok bool) {
+	p := preq.Piece
+	if p == nil || start < p.Start || end > p.End || end <= start {
+		return nil, Meta{}, false
+	}
+	meta = Meta{Size: p.BlobSize}
+	if f, info, err := c.store.OpenPiece(preq.Digest); err == nil {
+		if _, err := f.Seek(start-p.Start, io.SeekStart); err != nil || info.Size != p.End-p.Start {
+			_ = f.Close()
+			return nil, Meta{}, false
+		}
+		meta.MediaType = info.MediaType
+		return &limitedFile{LimitedReader: io.LimitedReader{R: f, N: end - start}, f: f}, meta, true
+	}
+	if r := c.Join(ctx, preq); r != nil {
+		m, err := r.Meta()
+		if err != nil {
+			_ = r.Close()
+			return nil, Meta{}, false
+		}
+		meta.MediaType = m.MediaType
+		r.Limit(start-p.Start, end-p.Start)
+		return r, meta, true
+	}
+	return nil, Meta{}, false
+}
+
+// limitedFile reads a stored piece's range and closes the file.
+type limitedFile struct {
+	io.LimitedReader
+	f interface{ Close() error }
+}
+
+func (l *limitedFile) Close() error { return l.f.Close() }

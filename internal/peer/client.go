@@ -67,6 +67,10 @@ type FetcherOptions struct {
 	// NoPieces asks the owners of a blob for it whole, never piece by piece
 	// (piece_fetches: 0).
 	NoPieces bool
+	// LocalPiece, if set, opens a piece this node keeps or is fetching for
+	// a peer (fetch.Coalescer.LocalPiece): asked before anyone else, so a
+	// piece a peer asked this node for first is not fetched twice.
+	LocalPiece func(ctx context.Context, piece fetch.Request, start, end int64) (io.ReadCloser, fetch.Meta, bool)
 	// Peers, if set, bounds the transfers from owners running at once (a
 	// turn is held from the request until the body is closed).
 	Peers *fetch.Pool
@@ -108,6 +112,10 @@ type Fetcher struct {
 	// an arbitrary live one).
 	failed map[string]time.Time
 
+	// plans are the owners of the pieces of blobs being assembled
+	// (pieceplan.go); at most maxPiecePlans.
+	plans piecePlans
+
 	// served: bytes each member sent this node; at most maxServedMembers
 	// (served.go).
 	served *servedTable
@@ -136,7 +144,7 @@ func NewFetcher(c Membership, keys Keys, m *Metrics, log *slog.Logger, opts Fetc
 	return &Fetcher{
 		c: c, keys: keys, m: m, opts: opts, bytesIn: m.Bytes.WithLabelValues("in"), tr: tr, client: &http.Client{Transport: tr},
 		log: log, now: time.Now, maxTrys: maxPeerTries, failed: map[string]time.Time{},
-		served: newServedTable(maxServedMembers),
+		served: newServedTable(maxServedMembers), plans: piecePlans{m: map[string]piecePlan{}},
 	}
 }
 
@@ -228,8 +236,13 @@ func (s source) OpenRange(ctx context.Context, req fetch.Request, i int, start, 
 	}
 	f := s.f
 	if f.piecesFor(req) && req.Size > 0 {
+		if f.opts.LocalPiece != nil {
+			if body, meta, ok := f.opts.LocalPiece(ctx, fetch.PieceRequest(req, req.Size, i), start, end); ok {
+				return body, meta, nil
+			}
+		}
 		key := fetch.PieceKey(req.Digest, fetch.PlanFor(req.Size), i)
-		for _, t := range f.piecePlan(req, key) {
+		for _, t := range f.piecePlan(req, i, key) {
 			body, meta, err := f.openPieceLimited(ctx, t, req, i, start, end)
 			if err == nil {
 				return body, meta, nil
@@ -243,16 +256,22 @@ func (s source) OpenRange(ctx context.Context, req fetch.Request, i int, start, 
 	return rs.OpenRange(ctx, req, i, start, end)
 }
 
-// piecePlan lists the owners of a piece before this node, at most maxTrys,
-// leaving out those that failed for it lately or are unreachable.
-func (f *Fetcher) piecePlan(req fetch.Request, key digest.Digest) []try {
-	var out []try
+// piecePlan lists the peers to ask for piece i: its owner (pieceplan.go),
+// then the next members of the piece's rendezvous order, at most maxTrys,
+// none once this node's turn comes (it fetches the piece itself), leaving
+// out those that failed for the piece lately or are unreachable.
+func (f *Fetcher) piecePlan(req fetch.Request, i int, key digest.Digest) []try {
+	owner, order := f.pieceOwner(req.Digest, req.Size, i)
 	self := f.c.Name()
-	for _, o := range f.c.Owners(key.String()) {
+	if owner.Name == self {
+		return nil
+	}
+	var out []try
+	for _, o := range append([]Member{owner}, order...) {
 		if o.Name == self || len(out) == f.maxTrys {
 			break
 		}
-		if !f.skipped(fetch.Request{Digest: key}, o.Name) {
+		if (len(out) == 0 || o.Name != owner.Name) && !f.skipped(fetch.Request{Digest: key}, o.Name) {
 			out = append(out, try{Member: o, piece: true})
 		}
 	}

@@ -2,15 +2,18 @@ package peer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-mirror/berth/internal/fetch"
@@ -151,5 +154,70 @@ func TestServerPieceParams(t *testing.T) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("%s: %d, want %d", tc.query, resp.StatusCode, tc.want)
 		}
+	}
+}
+
+// hrwMembers orders fixed members by a simple rendezvous score, like the
+// cluster package, for the plan tests.
+type hrwMembers struct {
+	self    string
+	members []Member
+}
+
+func (h hrwMembers) Name() string { return h.self }
+func (h hrwMembers) Owners(key string) []Member {
+	out := append([]Member(nil), h.members...)
+	score := func(m Member) uint64 { return xxhash.Sum64String(m.Name + "\x00" + key) }
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(score(b), score(a)) })
+	return out
+}
+
+// TestPieceOwnersBalanced: every member owns at most ceil(pieces/members)
+// of a blob's pieces, for many blobs (pure rendezvous gives one member of
+// six 10 of 24 pieces now and then); every node computes the same owners
+// whatever the order it lists the members in; one member leaving moves the
+// pieces it owned and few others.
+func TestPieceOwnersBalanced(t *testing.T) {
+	var ms []Member
+	for i := range 6 {
+		ms = append(ms, member(fmt.Sprintf("n%d", i+1), "http://x"))
+	}
+	size := int64(96 << 20)
+	plan := fetch.PlanFor(size)
+	limit := (plan.Count + len(ms) - 1) / len(ms)
+	a, _ := newTestFetcher(hrwMembers{"n1", ms}, Keys{})
+	defer a.Close()
+	rev := slices.Clone(ms)
+	slices.Reverse(rev)
+	b, _ := newTestFetcher(hrwMembers{"n2", rev}, Keys{})
+	defer b.Close()
+	fewer, _ := newTestFetcher(hrwMembers{"n1", ms[:5]}, Keys{})
+	defer fewer.Close()
+	var moved, total int
+	for k := range 200 {
+		dg := digest.FromString(fmt.Sprint("blob", k))
+		load := map[string]int{}
+		for i := range plan.Count {
+			oa, _ := a.pieceOwner(dg, size, i)
+			ob, _ := b.pieceOwner(dg, size, i)
+			if oa != ob {
+				t.Fatalf("blob %d piece %d: owners %s and %s on two nodes", k, i, oa.Name, ob.Name)
+			}
+			load[oa.Name]++
+			of, _ := fewer.pieceOwner(dg, size, i)
+			if oa.Name != "n6" && of != oa {
+				moved++
+			}
+			total++
+		}
+		for name, n := range load {
+			if n > limit {
+				t.Fatalf("blob %d: %s owns %d of %d pieces, over %d", k, name, n, plan.Count, limit)
+			}
+		}
+	}
+	t.Logf("n6 leaving moved %d of %d pieces it did not own (%.1f%%)", moved, total, 100*float64(moved)/float64(total))
+	if float64(moved) > 0.25*float64(total) {
+		t.Errorf("a member leaving moved %d of %d other pieces", moved, total)
 	}
 }

@@ -23,9 +23,9 @@ type fakeBackend struct {
 	objects map[digest.Digest]fakeObject
 	// ignoreRange answers every GET with the whole object (200).
 	ignoreRange bool
-	mu      sync.Mutex
-	reqs    []Request
-	ranges  []string
+	mu          sync.Mutex
+	reqs        []Request
+	ranges      []string
 }
 
 type fakeObject struct {

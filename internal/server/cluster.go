@@ -66,6 +66,7 @@ func newClusterNode(cfg config.Config, log *slog.Logger, fc *fetch.Coalescer, m 
 		BodyIdle:         cfg.UpstreamTimeout.D(),
 		MaxManifestBytes: maxManifest,
 		NoPieces:         cfg.PieceFetches == 0,
+		LocalPiece:       fc.LocalPiece,
 	})
 	m.Registry.MustRegister(n.m.Collectors()...)
 	m.Registry.MustRegister(n.pm.Collectors()...)

@@ -112,8 +112,8 @@ func TestClusterOneUpstreamGetPerBlob(t *testing.T) {
 
 // TestClusterOwnerKilledMidTransfer: the owner of a blob is killed (SIGKILL)
 // while it streams the blob to the other nodes; every pull on the others
-// still completes with the right digest, and the upstream serves at most
-// one more GET (a Range resume).
+// still completes with the right digest, and the upstream sends at most
+// a quarter of the blob again.
 func TestClusterOwnerKilledMidTransfer(t *testing.T) {
 	tools := requireE2E(t, "docker-registry")
 	reg := startRegistry(t, tools["docker-registry"])
@@ -182,8 +182,15 @@ func TestClusterOwnerKilledMidTransfer(t *testing.T) {
 	t.Logf("owner %s killed at %s; the pulls on the other nodes finished at %s; the blob alone takes ~%s over the link: %s extra",
 		owner, killedAt.Round(time.Millisecond), slowest.Round(time.Millisecond), alone.Round(time.Millisecond),
 		(slowest - alone).Round(time.Millisecond))
-	if n := reg.settledAnyGets(t, "test/big", dg); n > 2 {
-		t.Errorf("the upstream served %d GETs of the blob, want at most 2 (the first and one Range resume)", n)
+	// The owner fetched its pieces from the upstream in parallel; what it
+	// had not passed on when it died is fetched again by the node that
+	// resumes from the upstream (the other resumes from that node): at most
+	// the blob once more than what the owner had received, which on this
+	// link by the kill is a fraction of it.
+	if sent := link.sent.Load(); float64(sent) > 1.25*size {
+		t.Errorf("the upstream sent %d bytes for a blob of %d (%.2fx), want at most 1.25x", sent, size, float64(sent)/size)
+	} else {
+		t.Logf("the upstream sent %.2fx the blob in %d GETs", float64(sent)/size, reg.settledAnyGets(t, "test/big", dg))
 	}
 	for _, n := range others {
 		fb := metric(scrape(t, n.berth), "berth_peer_fallbacks_total", nil)
