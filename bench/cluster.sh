@@ -10,11 +10,22 @@
 # every node, no cluster) and cluster. Pullers fetch as containerd does and
 # verify every blob. It prints Markdown tables, and draws a chart with gnuplot.
 #
+# With HOT=1 it runs the hot-blob scenario instead (issue 18): HOT_NODES nodes
+# pull one cold HOT_BLOB MiB blob at the same moment, through one shared
+# HOT_LINK bytes/s upstream link, each node's peer uploads capped at
+# HOT_UPLOAD bytes/s (cluster.upload_rate, standing for its NIC), in three
+# modes: direct (no mirror), whole (a cluster with whole-blob owners,
+# piece_fetches: 0) and pieces; it reports the time to the last node against
+# one node alone, the most one node sent its peers and the upstream bytes,
+# and charts the time to the last node (-p).
+#
 # Usage: bench/cluster.sh [-o REPORT.md] [-p CHART.png]
 # Environment:
 #   NODES="3 5"   cluster sizes        LINK=50e6   shared link, bytes/s
 #   SCALE=1       layer size multiplier (0.25: a ~1 min run on a busy machine)
 #   KEEP=1        keep the temp dir (logs of every node)
+#   HOT=1         the hot-blob scenario: HOT_NODES=8 HOT_BLOB=256 (MiB)
+#                 HOT_LINK=64e6 (bytes/s) HOT_UPLOAD=64e6 (bytes/s per node)
 # Needs go, docker-registry; gnuplot for the chart. Not a timed test: the
 # numbers depend on the machine; the ratios are what it measures.
 set -euo pipefail
@@ -43,6 +54,29 @@ command -v docker-registry >/dev/null || { echo "cluster.sh: docker-registry not
 (cd "$ROOT" && go build -o "$TMP/berth" ./cmd/berth && go build -o "$TMP/clusterbench" ./bench/cmd/clusterbench)
 
 REPORT=$TMP/report.md
+if [[ ${HOT:-0} == 1 ]]; then
+	HOT_NODES=${HOT_NODES:-8} HOT_BLOB=${HOT_BLOB:-256} HOT_LINK=${HOT_LINK:-64e6} HOT_UPLOAD=${HOT_UPLOAD:-64e6}
+	echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), berth $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')" >"$REPORT"
+	"$TMP/clusterbench" -scenario hot -berth "$TMP/berth" -registry "$(command -v docker-registry)" \
+		-nodes "$HOT_NODES" -blob "$HOT_BLOB" -link "$HOT_LINK" -upload "$HOT_UPLOAD" -out "$TMP/hot" | tee -a "$REPORT"
+	if [[ -n $CHART ]] && command -v gnuplot >/dev/null; then
+		gnuplot <<-GP
+			set terminal pngcairo size 800,420 font ",10"
+			set output '$CHART'
+			set title "hot blob: $HOT_NODES nodes pull one ${HOT_BLOB} MiB blob at once (link $HOT_LINK B/s, upload cap $HOT_UPLOAD B/s per node)"
+			set style data histograms
+			set style fill solid 0.8 border -1
+			set grid ytics
+			set yrange [0:*]
+			set ylabel "time to the last node / one node alone"
+			plot '$TMP/hot/hot-$HOT_NODES.dat' using 3:xtic(1) notitle
+		GP
+		echo "chart: $CHART" >&2
+	fi
+	cat "$REPORT"
+	if [[ -n $OUT ]]; then cp "$REPORT" "$OUT"; fi
+	exit 0
+fi
 {
 	echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), berth $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'), SCALE=$SCALE LINK=$LINK"
 } >"$REPORT"

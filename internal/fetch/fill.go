@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -283,9 +284,39 @@ func (f *fill) download(ctx context.Context) (int64, error) {
 		return received, nil // a piece cannot be verified: its blob is, where it is assembled
 	}
 	if hex.EncodeToString(h.Sum(nil)) != f.dg.Encoded() {
+		f.blamePeers(ctx)
 		return received, fmt.Errorf("%w: %s", ErrVerify, f.dg)
 	}
 	return received, nil
+}
+
+// Blamer is a Source told which cluster peers sent pieces of a blob that
+// did not verify (a piece cannot be verified alone): it skips them for the
+// blob for a while, so that the next fill takes those pieces elsewhere.
+type Blamer interface {
+	Blame(req Request, peers []string)
+}
+
+// blamePeers tells the source which peers sent pieces of a blob that did
+// not verify.
+func (f *fill) blamePeers(ctx context.Context) {
+	req, src := f.current()
+	b, ok := src.(Blamer)
+	f.mu.Lock()
+	var peers []string
+	if f.pc != nil {
+		for i := range f.pc.st {
+			if p := f.pc.st[i].peer; p != "" && !slices.Contains(peers, p) {
+				peers = append(peers, p)
+			}
+		}
+	}
+	f.mu.Unlock()
+	if ok && len(peers) > 0 {
+		f.c.log.LogAttrs(ctx, slog.LevelWarn, "blob assembled from peers' pieces did not verify; skipping those peers for it",
+			slog.String("digest", f.dg.String()), slog.Any("peers", peers))
+		b.Blame(req, peers)
+	}
 }
 
 // transfer copies from src until EOF, resuming an interrupted transfer from
@@ -340,6 +371,7 @@ func (f *fill) copyOnce(ctx context.Context, req Request, src Source, h hash.Has
 		if rs, ok := src.(RangeSource); ok && offset == 0 && req.Piece == nil && (meta.End > 0 || (!f.c.opts.NoPieces && meta.Peer == "")) {
 			if plan := PlanFor(meta.Size); plan.Count > 1 {
 				f.pc = newPieceSet(plan, f.c.opts.PieceFetches)
+				f.pc.st[0].peer = meta.Peer
 				f.cond.Broadcast()
 				f.mu.Unlock()
 				return f.runPieces(ctx, req, rs, body, meta.End, h, received)

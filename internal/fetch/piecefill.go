@@ -12,9 +12,10 @@ import (
 
 // pieceState is one piece of a fill. Guarded by the fill's mu.
 type pieceState struct {
-	got     int64 // bytes written from the piece's start, contiguous
-	claimed bool  // a worker fetches it (or has)
-	urgent  bool  // a Range reader waits for it: fetched before the others
+	got     int64  // bytes written from the piece's start, contiguous
+	claimed bool   // a worker fetches it (or has)
+	urgent  bool   // a Range reader waits for it: fetched before the others
+	peer    string // the cluster peer that sent (part of) it, "" for none
 }
 
 // pieceSet is a fill's pieces (pieces.go). Guarded by the fill's mu; the
@@ -345,6 +346,11 @@ func (f *fill) fetchPieceOnce(ctx context.Context, req Request, src RangeSource,
 			return !errors.Is(err, ErrNoRange), err
 		}
 		peer = meta.Peer
+		if peer != "" {
+			f.mu.Lock()
+			f.pc.st[i].peer = peer
+			f.mu.Unlock()
+		}
 		if meta.Size != f.pc.plan.Size {
 			_ = b.Close()
 			return false, fmt.Errorf("%w: source says %d bytes for a range of a blob of %d", ErrVerify, meta.Size, f.pc.plan.Size)

@@ -34,6 +34,14 @@ type pieceSource struct {
 	mu     sync.Mutex
 	opened []string // "whole@off" / "range start-end"
 	broken bool
+	blamed []string
+}
+
+// Blame records the peers a fill blamed (fetch.Blamer).
+func (s *pieceSource) Blame(_ Request, peers []string) {
+	s.mu.Lock()
+	s.blamed = append(s.blamed, peers...)
+	s.mu.Unlock()
 }
 
 func newPieceSource(n int) *pieceSource {
@@ -80,7 +88,11 @@ func (s *pieceSource) OpenRange(ctx context.Context, _ Request, piece int, start
 	if s.wrongTotal {
 		size++
 	}
-	return io.NopCloser(r), Meta{Size: size, MediaType: "application/x-test"}, nil
+	meta := Meta{Size: size, MediaType: "application/x-test"}
+	if piece == s.corruptPiece {
+		meta.Peer = "bad-peer" // as a cluster source says who sent it
+	}
+	return io.NopCloser(r), meta, nil
 }
 
 type pieceReader struct {
@@ -262,6 +274,11 @@ func TestPiecesCorruptNeverCommits(t *testing.T) {
 	c.Wait()
 	if _, err := st.Stat(dg); err == nil {
 		t.Fatal("corrupt blob committed")
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if len(src.blamed) != 1 || src.blamed[0] != "bad-peer" {
+		t.Errorf("blamed %v, want the peer that sent a piece", src.blamed)
 	}
 }
 

@@ -197,6 +197,17 @@ func (s source) Open(ctx context.Context, req fetch.Request, offset int64) (io.R
 	return s.up.Open(ctx, req, offset)
 }
 
+// Blame skips, for this blob, the peers that sent pieces of it that did not
+// verify (fetch.Blamer): a piece cannot be verified alone, so every peer
+// that sent one is suspect; the next fill takes their pieces from others or
+// the upstream, at the cost of those pieces fetched again.
+func (s source) Blame(req fetch.Request, peers []string) {
+	for _, p := range peers {
+		s.f.remember(fetch.Request{Digest: req.Digest}, p, corruptMemory)
+		s.f.m.Fallbacks.WithLabelValues("corrupt").Inc()
+	}
+}
+
 // piecesFor reports whether req's blob may come in pieces from their
 // owners: public content asked by this node's own clients (private content
 // comes whole, through the owner the client's token is handed to; a peer's
@@ -271,7 +282,7 @@ func (f *Fetcher) piecePlan(req fetch.Request, i int, key digest.Digest) []try {
 		if o.Name == self || len(out) == f.maxTrys {
 			break
 		}
-		if (len(out) == 0 || o.Name != owner.Name) && !f.skipped(fetch.Request{Digest: key}, o.Name) {
+		if (len(out) == 0 || o.Name != owner.Name) && !f.skipped(fetch.Request{Digest: key}, o.Name) && !f.skipped(req, o.Name) {
 			out = append(out, try{Member: o, piece: true})
 		}
 	}

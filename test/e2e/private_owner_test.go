@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -29,7 +31,15 @@ func TestPrivateOwnerNodeCredential(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			priv := startAuthRegistry(t, tools["docker-registry"], tools["htpasswd"], [2]string{privUser, privPass}, [2]string{nodeUser, nodePass})
 			pub := startRegistry(t, tools["docker-registry"])
-			img := pushAuthImage(t, priv.Addr, "team/app", "v1", 5, authn.FromConfig(authn.AuthConfig{Username: privUser, Password: privPass}))
+			// Random content: push again until n2 owns some of it (one time
+			// in 128 it owns none of an image's seven digests).
+			var img image
+			for try := range 8 {
+				img = pushAuthImage(t, priv.Addr, "team/app", fmt.Sprintf("v%d", try+1), 5, authn.FromConfig(authn.AuthConfig{Username: privUser, Password: privPass}))
+				if slices.ContainsFunc(append([]string{img.Digest}, img.Blobs()...), func(dg string) bool { return ownerOf(dg, "n1", "n2") == "n2" }) {
+					break
+				}
+			}
 			pushAuthImage(t, pub.Addr, "pub/app", "v1", 1, nil)
 			o := func(name, ip string, join ...string) nodeOptions {
 				return nodeOptions{Name: name, IP: ip, Join: join, Secret: tc.secret,
