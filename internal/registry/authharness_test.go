@@ -18,8 +18,8 @@ import (
 
 	"github.com/berth-mirror/berth/internal/access"
 	"github.com/berth-mirror/berth/internal/fetch"
-	"github.com/berth-mirror/berth/internal/peer"
 	"github.com/berth-mirror/berth/internal/metrics"
+	"github.com/berth-mirror/berth/internal/peer"
 	"github.com/berth-mirror/berth/internal/store"
 	"github.com/berth-mirror/berth/internal/upstream"
 )
