@@ -30,11 +30,11 @@ func (a *Gate) Authorize(ctx context.Context, req Request) (Decision, error) {
 // decided turns a step's result into a Decision: a *Challenge returned as
 // an error is the challenge.
 func decided(g Grant, err error) (Decision, error) {
+	if err == nil {
+		return Decision{Grant: g}, nil // before c, which errors.As makes escape
+	}
 	var c *Challenge
-	switch {
-	case err == nil:
-		return Decision{Grant: g}, nil
-	case errors.As(err, &c):
+	if errors.As(err, &c) {
 		return Decision{Challenge: c}, nil
 	}
 	return Decision{}, err

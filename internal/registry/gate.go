@@ -74,6 +74,9 @@ func refusedUpstream(err error) bool {
 // accessError maps the gate's refusals to the OCI errors of req's kind;
 // other errors pass.
 func (h *Handler) accessError(req *request, err error) error {
+	if err == nil {
+		return nil // before e, which errors.As makes escape: no allocation per granted request
+	}
 	var e *access.Error
 	if !errors.As(err, &e) {
 		return err

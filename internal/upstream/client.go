@@ -70,7 +70,10 @@ type Options struct {
 
 // Client speaks to one upstream registry. It is safe for concurrent use.
 type Client struct {
-	ep   Endpoint
+	ep Endpoint
+	// url is ep.URL without credentials (URL): computed once, asked for
+	// every request by the access gate.
+	url  string
 	reg  name.Registry
 	base string // scheme://host
 	auth authn.Authenticator
@@ -151,6 +154,7 @@ func New(ep Endpoint, opts Options) (*Client, error) {
 	}
 	return &Client{
 		ep:    ep,
+		url:   redactURL(ep.URL),
 		reg:   reg,
 		base:  u.Scheme + "://" + u.Host,
 		auth:  auth,
@@ -192,7 +196,7 @@ func (c *Client) CloseIdleConnections() {
 func (c *Client) Name() string { return c.ep.Name }
 
 // URL is the endpoint (without credentials).
-func (c *Client) URL() string { return redactURL(c.ep.URL) }
+func (c *Client) URL() string { return c.url }
 
 // transportFor returns an authenticated transport scoped to pull repo.
 func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripper, error) {

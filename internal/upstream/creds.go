@@ -31,6 +31,7 @@ func (c *Client) WithAuthenticator(a authn.Authenticator) (*Client, error) {
 	ep.Username, ep.Password = "", ""
 	return &Client{
 		ep:    ep,
+		url:   c.url,
 		reg:   c.reg,
 		base:  c.base,
 		auth:  a,
