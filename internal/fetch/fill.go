@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -291,32 +292,100 @@ func (f *fill) download(ctx context.Context) (int64, error) {
 }
 
 // Blamer is a Source told which cluster peers sent pieces of a blob that
-// did not verify (a piece cannot be verified alone): it skips them for the
-// blob for a while, so that the next fill takes those pieces elsewhere.
+// did not verify, pieces that differ from the upstream's: it skips them
+// for the blob for a while, so that the next fill takes those pieces
+// elsewhere.
 type Blamer interface {
 	Blame(req Request, peers []string)
 }
 
-// blamePeers tells the source which peers sent pieces of a blob that did
-// not verify.
+// FromVerify, as Request.From, asks a cluster source for bytes of the
+// upstream itself (never a peer), to compare a peer's piece with.
+const FromVerify = "berth:verify"
+
+// blamePeers, after a blob assembled with peers' pieces failed to verify,
+// fetches each of those pieces again from the upstream and compares it with
+// what the peer sent (a piece cannot be verified alone): the peers whose
+// pieces differ are blamed (Blamer). If none differs, the upstream sent
+// the wrong bytes and no peer is blamed. The fill fails either way: its
+// readers have had the bytes already.
 func (f *fill) blamePeers(ctx context.Context) {
 	req, src := f.current()
 	b, ok := src.(Blamer)
+	rs, ranged := src.(RangeSource)
+	if !ok || !ranged {
+		return
+	}
 	f.mu.Lock()
-	var peers []string
+	type sent struct {
+		i    int
+		peer string
+	}
+	var pieces []sent
 	if f.pc != nil {
 		for i := range f.pc.st {
-			if p := f.pc.st[i].peer; p != "" && !slices.Contains(peers, p) {
-				peers = append(peers, p)
+			if p := f.pc.st[i].peer; p != "" {
+				pieces = append(pieces, sent{i, p})
 			}
 		}
 	}
-	f.mu.Unlock()
-	if ok && len(peers) > 0 {
-		f.c.log.LogAttrs(ctx, slog.LevelWarn, "blob assembled from peers' pieces did not verify; skipping those peers for it",
-			slog.String("digest", f.dg.String()), slog.Any("peers", peers))
-		b.Blame(req, peers)
+	var plan Plan
+	if f.pc != nil {
+		plan = f.pc.plan
 	}
+	f.mu.Unlock()
+	var culprits []string
+	up := req
+	up.From, up.Size = FromVerify, plan.Size
+	for _, p := range pieces {
+		if slices.Contains(culprits, p.peer) {
+			continue
+		}
+		start, end := plan.Bounds(p.i)
+		same, err := f.sameAsSource(ctx, rs, up, p.i, start, end)
+		if err != nil {
+			f.c.log.LogAttrs(ctx, slog.LevelWarn, "could not compare a peer's piece with the upstream's",
+				slog.String("digest", f.dg.String()), slog.Int("piece", p.i), slog.String("peer", p.peer), slog.String("error", err.Error()))
+			continue
+		}
+		if !same {
+			culprits = append(culprits, p.peer)
+		}
+	}
+	if len(culprits) > 0 {
+		f.c.log.LogAttrs(ctx, slog.LevelWarn, "peers sent pieces that differ from the upstream's; skipping them for this blob",
+			slog.String("digest", f.dg.String()), slog.Any("peers", culprits))
+		b.Blame(req, culprits)
+	}
+}
+
+// sameAsSource reports whether bytes [start, end) of the fill's file are
+// those rs sends for them.
+func (f *fill) sameAsSource(ctx context.Context, rs RangeSource, req Request, i int, start, end int64) (bool, error) {
+	body, _, err := rs.OpenRange(ctx, req, i, start, end)
+	if err != nil {
+		return false, err
+	}
+	defer body.Close()
+	a, b := GetBuffer(), GetBuffer()
+	defer PutBuffer(a)
+	defer PutBuffer(b)
+	for off := start; off < end; {
+		n, rerr := io.ReadFull(body, (*a)[:min(int64(len(*a)), end-off)])
+		if n > 0 {
+			if _, err := f.file.ReadAt((*b)[:n], off); err != nil {
+				return false, err
+			}
+			if !bytes.Equal((*a)[:n], (*b)[:n]) {
+				return false, nil
+			}
+			off += int64(n)
+		}
+		if rerr != nil && off < end {
+			return false, rerr
+		}
+	}
+	return true, nil
 }
 
 // transfer copies from src until EOF, resuming an interrupted transfer from

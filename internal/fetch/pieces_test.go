@@ -66,14 +66,15 @@ func (s *pieceSource) Open(ctx context.Context, _ Request, offset int64) (io.Rea
 	return io.NopCloser(r), meta, nil
 }
 
-func (s *pieceSource) OpenRange(ctx context.Context, _ Request, piece int, start, end int64) (io.ReadCloser, Meta, error) {
+func (s *pieceSource) OpenRange(ctx context.Context, req Request, piece int, start, end int64) (io.ReadCloser, Meta, error) {
 	if s.noRange {
 		return nil, Meta{}, fmt.Errorf("test: %w", ErrNoRange)
 	}
 	s.ranged.Add(1)
 	s.log(fmt.Sprintf("range %d-%d", start, end))
 	b := s.data[start:end]
-	if piece == s.corruptPiece {
+	verify := req.From == FromVerify // the upstream's bytes, to compare a peer's with
+	if piece == s.corruptPiece && !verify {
 		b = bytes.Clone(b)
 		b[0] ^= 0xff
 	}
@@ -89,8 +90,12 @@ func (s *pieceSource) OpenRange(ctx context.Context, _ Request, piece int, start
 		size++
 	}
 	meta := Meta{Size: size, MediaType: "application/x-test"}
-	if piece == s.corruptPiece {
+	switch {
+	case verify:
+	case piece == s.corruptPiece:
 		meta.Peer = "bad-peer" // as a cluster source says who sent it
+	case piece == 1:
+		meta.Peer = "good-peer"
 	}
 	return io.NopCloser(r), meta, nil
 }
@@ -256,7 +261,8 @@ func TestPiecesNoRange(t *testing.T) {
 }
 
 // TestPiecesCorruptNeverCommits: one wrong byte in one piece fails the
-// whole blob for every reader; nothing is committed.
+// whole blob for every reader; nothing is committed; of the peers that sent
+// pieces, only the one whose piece differs from the upstream's is blamed.
 func TestPiecesCorruptNeverCommits(t *testing.T) {
 	src := newPieceSource(PieceThreshold + 2*MinPieceSize)
 	src.corruptPiece = 3
@@ -278,7 +284,7 @@ func TestPiecesCorruptNeverCommits(t *testing.T) {
 	src.mu.Lock()
 	defer src.mu.Unlock()
 	if len(src.blamed) != 1 || src.blamed[0] != "bad-peer" {
-		t.Errorf("blamed %v, want the peer that sent a piece", src.blamed)
+		t.Errorf("blamed %v, want only the peer whose piece differs from the upstream's", src.blamed)
 	}
 }
 

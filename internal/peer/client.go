@@ -197,10 +197,9 @@ func (s source) Open(ctx context.Context, req fetch.Request, offset int64) (io.R
 	return s.up.Open(ctx, req, offset)
 }
 
-// Blame skips, for this blob, the peers that sent pieces of it that did not
-// verify (fetch.Blamer): a piece cannot be verified alone, so every peer
-// that sent one is suspect; the next fill takes their pieces from others or
-// the upstream, at the cost of those pieces fetched again.
+// Blame skips, for this blob, the peers whose pieces of it differed from the
+// upstream's (fetch.Blamer), for corruptMemory: the next fill takes their
+// pieces from others or the upstream.
 func (s source) Blame(req fetch.Request, peers []string) {
 	for _, p := range peers {
 		s.f.remember(fetch.Request{Digest: req.Digest}, p, corruptMemory)
