@@ -10,6 +10,14 @@ import (
 	"sync"
 )
 
+// pieceBufferSize is a piece worker's copy buffer: a fill runs several
+// workers, and each holds its buffer while its body streams, so they are
+// smaller than a whole-blob fill's one (BufferSize); a socket read rarely
+// returns more at once anyway.
+const pieceBufferSize = 32 << 10
+
+var pieceBuffers = sync.Pool{New: func() any { b := make([]byte, pieceBufferSize); return &b }}
+
 // pieceState is one piece of a fill. Guarded by the fill's mu.
 type pieceState struct {
 	got     int64  // bytes written from the piece's start, contiguous
@@ -382,8 +390,8 @@ func (f *fill) logPieceRetry(ctx context.Context, req Request, i int, off int64,
 // ranged body must end there (more is an error); the first stream is read
 // no further than end.
 func (f *fill) copyPiece(i int, body io.Reader, off, end int64, ranged bool, received *int64) error {
-	bp := GetBuffer()
-	defer PutBuffer(bp)
+	bp := pieceBuffers.Get().(*[]byte)
+	defer pieceBuffers.Put(bp)
 	buf := *bp
 	for {
 		want := buf
