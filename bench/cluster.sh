@@ -61,15 +61,18 @@ if [[ ${HOT:-0} == 1 ]]; then
 		-nodes "$HOT_NODES" -blob "$HOT_BLOB" -link "$HOT_LINK" -upload "$HOT_UPLOAD" -out "$TMP/hot" | tee -a "$REPORT"
 	if [[ -n $CHART ]] && command -v gnuplot >/dev/null; then
 		gnuplot <<-GP
-			set terminal pngcairo size 800,420 font ",10"
+			set terminal pngcairo size 900,420 font ",10"
 			set output '$CHART'
-			set title "hot blob: $HOT_NODES nodes pull one ${HOT_BLOB} MiB blob at once (link $HOT_LINK B/s, upload cap $HOT_UPLOAD B/s per node)"
+			set multiplot layout 1,2 title "hot blob: $HOT_NODES nodes pull one cold ${HOT_BLOB} MiB blob at once (link $HOT_LINK B/s, upload cap $HOT_UPLOAD B/s per node)"
 			set style data histograms
 			set style fill solid 0.8 border -1
 			set grid ytics
 			set yrange [0:*]
-			set ylabel "time to the last node / one node alone"
+			set title "time to the last node / one node alone"
 			plot '$TMP/hot/hot-$HOT_NODES.dat' using 3:xtic(1) notitle
+			set title "most one node sent its peers (x blob)"
+			plot '$TMP/hot/hot-$HOT_NODES.dat' using 4:xtic(1) notitle
+			unset multiplot
 		GP
 		echo "chart: $CHART" >&2
 	fi
