@@ -90,34 +90,23 @@ func runHot(o options) error {
 
 func runHotMode(procs *procSet, l *link, o options, mode string) (hotResult, error) {
 	r := hotResult{mode: mode}
-	bases := make([]string, o.nodes)
-	var nodes []*node
-	if mode == "direct" {
-		for i := range bases {
-			bases[i] = "http://" + l.addr() + "/v2/"
-		}
-	} else {
-		no := o
-		no.env = nil
-		if o.upload > 0 {
-			no.env = append(no.env, fmt.Sprintf("BERTH_CLUSTER_UPLOAD_RATE=%.0f", o.upload))
-		}
-		if mode == "whole" {
-			no.env = append(no.env, "BERTH_PIECE_FETCHES=0")
-		}
-		var err error
-		if nodes, err = startNodes(procs, l, no, "cluster-"+mode); err != nil {
-			return r, err
-		}
-		for i, n := range nodes {
-			bases[i] = n.base()
-		}
-		defer func() {
-			for _, n := range nodes {
-				stop(n.cmd)
-			}
-		}()
+	no := o
+	no.env = nil
+	if o.upload > 0 {
+		no.env = append(no.env, fmt.Sprintf("BERTH_CLUSTER_UPLOAD_RATE=%.0f", o.upload))
 	}
+	if mode == "whole" {
+		no.env = append(no.env, "BERTH_PIECE_FETCHES=0")
+	}
+	name := mode
+	if mode != "direct" {
+		name = "cluster-" + mode
+	}
+	nodes, bases, stopAll, err := modeNodes(procs, l, no, name)
+	if err != nil {
+		return r, err
+	}
+	defer stopAll()
 	before := l.bytes.Load()
 	var tag = mode
 	r.times = make([]time.Duration, len(bases))

@@ -532,28 +532,38 @@ func pullAlone(l *link, o options) (time.Duration, error) {
 }
 
 // runMode runs the create and update phases in one mode.
-func runMode(procs *procSet, l *link, o options, mode string) (result, error) {
-	r := result{Mode: mode, Nodes: o.nodes}
+// modeNodes starts the nodes of a mode (none for direct: every puller goes
+// through the link) and returns them, each puller's base URL and a func
+// that stops them.
+func modeNodes(procs *procSet, l *link, o options, mode string) ([]*node, []string, func(), error) {
 	bases := make([]string, o.nodes)
-	var nodes []*node
 	if mode == "direct" {
 		for i := range bases {
 			bases[i] = "http://" + l.addr() + "/v2/"
 		}
-	} else {
-		var err error
-		if nodes, err = startNodes(procs, l, o, mode); err != nil {
-			return r, err
-		}
-		for i, n := range nodes {
-			bases[i] = n.base()
-		}
-		defer func() {
-			for _, n := range nodes {
-				stop(n.cmd)
-			}
-		}()
+		return nil, bases, func() {}, nil
 	}
+	nodes, err := startNodes(procs, l, o, mode)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for i, n := range nodes {
+		bases[i] = n.base()
+	}
+	return nodes, bases, func() {
+		for _, n := range nodes {
+			stop(n.cmd)
+		}
+	}, nil
+}
+
+func runMode(procs *procSet, l *link, o options, mode string) (result, error) {
+	r := result{Mode: mode, Nodes: o.nodes}
+	nodes, bases, stopAll, err := modeNodes(procs, l, o, mode)
+	if err != nil {
+		return r, err
+	}
+	defer stopAll()
 	// create: every node at once.
 	before := l.bytes.Load()
 	r.CreateTimes = pullAll(bases, "v1", &r.FailedPulls)
