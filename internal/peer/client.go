@@ -230,6 +230,12 @@ func (s source) openFirstPiece(ctx context.Context, req fetch.Request) (io.ReadC
 	if err != nil {
 		return nil, fetch.Meta{}, false
 	}
+	if meta.Size != req.Size {
+		// The manifest's size was wrong (the upstream's answer says
+		// another): the plan is too; take the blob whole.
+		_ = body.Close()
+		return nil, fetch.Meta{}, false
+	}
 	meta.End = end
 	return body, meta, true
 }

@@ -221,3 +221,23 @@ func TestPieceOwnersBalanced(t *testing.T) {
 		t.Errorf("a member leaving moved %d of %d other pieces", moved, total)
 	}
 }
+
+// TestFirstPieceWrongSizeHint: a size from a manifest that the source's
+// answer contradicts is not planned with: the blob comes whole.
+func TestFirstPieceWrongSizeHint(t *testing.T) {
+	blob := randomBlob(t, fetch.PieceThreshold+2*fetch.MinPieceSize)
+	f, _ := newTestFetcher(fixedOwners{"me", []Member{member("me", "")}}, Keys{})
+	defer f.Close()
+	up := &rangeUpstream{fakeUpstream: fakeUpstream{blob: blob}}
+	req := reqFor(blob)
+	req.Size = int64(len(blob)) + fetch.MinPieceSize // wrong
+	body, meta, err := f.Wrap(up).Open(t.Context(), req, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(body)
+	_ = body.Close()
+	if meta.End != 0 || !bytes.Equal(got, blob) || len(up.calls()) != 1 {
+		t.Fatalf("meta %+v, %d bytes, whole opens %v: want the blob whole", meta, len(got), up.calls())
+	}
+}
