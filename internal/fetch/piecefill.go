@@ -202,29 +202,23 @@ func (f *fill) runPieces(ctx context.Context, req Request, src RangeSource, body
 			f.mu.Unlock()
 			continue
 		}
-		if err != nil {
-			// Every worker sees it and stops (the first stream waiting
-			// for a claimed piece too).
-			if pc.err == nil {
-				pc.err = err
-			}
-			f.cond.Broadcast()
+		if err == nil {
 			f.mu.Unlock()
-			cancel(err)
-			return err
-		}
-		f.mu.Unlock()
-		if err := f.hashFile(h, hashed, avail); err != nil {
+			if err = f.hashFile(h, hashed, avail); err == nil {
+				hashed = avail
+				continue
+			}
 			f.mu.Lock()
-			if pc.err == nil {
-				pc.err = err
-			}
-			f.cond.Broadcast()
-			f.mu.Unlock()
-			cancel(err)
-			return err
 		}
-		hashed = avail
+		// Every worker sees it and stops (the first stream waiting for a
+		// claimed piece too).
+		if pc.err == nil {
+			pc.err = err
+		}
+		f.cond.Broadcast()
+		f.mu.Unlock()
+		cancel(err)
+		return err
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/berth-mirror/berth/internal/fetch"
 	"github.com/berth-mirror/berth/internal/store"
+	"github.com/berth-mirror/berth/internal/upstream"
 )
 
 // fixedOwners is a membership whose owner order is given, not hashed.
@@ -386,7 +387,7 @@ func TestParseContentRange(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			s, n, ok := parseContentRange(tt.in)
+			s, _, n, ok := upstream.ParseContentRange(tt.in)
 			if s != tt.start || n != tt.total || ok != tt.ok {
 				t.Errorf("got %d %d %v", s, n, ok)
 			}

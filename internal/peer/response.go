@@ -6,7 +6,6 @@ import (
 	"hash"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -38,7 +37,7 @@ func checkResponse(resp *http.Response, req fetch.Request, offset int64) (fetch.
 	}
 	meta := fetch.Meta{Size: resp.ContentLength, MediaType: resp.Header.Get("Content-Type")}
 	if offset > 0 {
-		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		start, _, total, ok := upstream.ParseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != offset {
 			return fetch.Meta{}, &errPeer{"status", fmt.Errorf("peer sent Content-Range %q for offset %d", resp.Header.Get("Content-Range"), offset)}
 		}
@@ -63,32 +62,6 @@ func checkPieceResponse(resp *http.Response, req fetch.Request, start, end int64
 			resp.Header.Get("Content-Range"), resp.ContentLength, start, end-1, req.Size)}
 	}
 	return fetch.Meta{Size: total, MediaType: resp.Header.Get("Content-Type")}, nil
-}
-
-// parseContentRange parses "bytes START-END/TOTAL".
-func parseContentRange(s string) (start, total int64, ok bool) {
-	rest, found := strings.CutPrefix(s, "bytes ")
-	if !found {
-		return 0, 0, false
-	}
-	rng, tot, found := strings.Cut(rest, "/")
-	if !found {
-		return 0, 0, false
-	}
-	first, _, found := strings.Cut(rng, "-")
-	if !found {
-		return 0, 0, false
-	}
-	var err1, err2 error
-	start, err1 = strconv.ParseInt(first, 10, 64)
-	total, err2 = strconv.ParseInt(tot, 10, 64)
-	if err1 != nil || err2 != nil {
-		if err1 == nil && tot == "*" {
-			return start, -1, true
-		}
-		return 0, 0, false
-	}
-	return start, total, true
 }
 
 // peerBody is a peer's response body: it counts bytes, enforces the idle
