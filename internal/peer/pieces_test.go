@@ -241,3 +241,19 @@ func TestFirstPieceWrongSizeHint(t *testing.T) {
 		t.Fatalf("meta %+v, %d bytes, whole opens %v: want the blob whole", meta, len(got), up.calls())
 	}
 }
+
+// TestPiecePlansBounded: owner tables for many distinct blobs stay within
+// maxPiecePlans.
+func TestPiecePlansBounded(t *testing.T) {
+	f, _ := newTestFetcher(hrwMembers{"n1", []Member{member("n1", ""), member("n2", "http://x")}}, Keys{})
+	defer f.Close()
+	for k := range 10 * maxPiecePlans {
+		f.pieceOwner(digest.FromString(fmt.Sprint("blob", k)), fetch.PieceThreshold+1, 0)
+		f.plans.mu.Lock()
+		n := len(f.plans.m)
+		f.plans.mu.Unlock()
+		if n > maxPiecePlans {
+			t.Fatalf("%d owner tables, over %d", n, maxPiecePlans)
+		}
+	}
+}
