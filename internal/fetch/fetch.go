@@ -253,6 +253,10 @@ func New(st *store.Store, opts Options) *Coalescer {
 // takes one around any Source that is not a TurnTaker.
 func (c *Coalescer) Upstream() *Pool { return c.upstream }
 
+// Pieces reports whether big blobs are fetched in pieces (Options.NoPieces
+// unset).
+func (c *Coalescer) Pieces() bool { return !c.opts.NoPieces }
+
 // Peers is the pool of turns to talk to cluster peers.
 func (c *Coalescer) Peers() *Pool { return c.peers }
 

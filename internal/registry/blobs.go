@@ -17,9 +17,33 @@ import (
 )
 
 // upstreamSource reads blobs from an upstream registry.
-type upstreamSource struct{ c *upstream.Client }
+type upstreamSource struct {
+	c *upstream.Client
+	// pieces: the fetcher fetches big blobs in pieces (fetch.Options.NoPieces
+	// unset).
+	pieces bool
+}
 
+// Open opens the blob from offset. A blob with pieces whose size a
+// manifest gave (fetch.Request.Size) is opened as its first piece only
+// (fetch.Meta.End): a whole-blob stream would carry on past that piece
+// while the other pieces come by range, and what it has in flight when it
+// is closed is fetched twice.
 func (s upstreamSource) Open(ctx context.Context, req fetch.Request, offset int64) (io.ReadCloser, fetch.Meta, error) {
+	if offset == 0 && s.pieces && req.Piece == nil {
+		if plan := fetch.PlanFor(req.Size); plan.Count > 1 {
+			_, end := plan.Bounds(0)
+			body, d, err := s.c.GetBlobRange(ctx, req.Repository, req.Digest, 0, end)
+			switch {
+			case err == nil && d.Size == req.Size:
+				return body, fetch.Meta{Size: d.Size, MediaType: d.MediaType, End: end}, nil
+			case err == nil: // the manifest's size was wrong: take the blob whole
+				_ = body.Close()
+			case upstream.Classify(err).Definite() || ctx.Err() != nil:
+				return nil, fetch.Meta{}, err
+			}
+		}
+	}
 	body, d, err := s.c.GetBlob(ctx, req.Repository, req.Digest, offset)
 	if err != nil {
 		return nil, fetch.Meta{}, err
@@ -67,7 +91,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, req *request
 		}
 		// The upstream takes one of the node's upstream turns while it
 		// sends; a cluster source around it takes peer turns for peers.
-		src := h.opts.Fetcher.Upstream().Limit(upstreamSource{req.client})
+		src := h.opts.Fetcher.Upstream().Limit(upstreamSource{req.client, h.opts.Fetcher.Pieces()})
 		if h.opts.Source != nil {
 			src = h.opts.Source(src)
 		}

@@ -66,7 +66,7 @@ func (h *Handler) servePiece(w http.ResponseWriter, r *http.Request, req *reques
 			defer f.Close()
 			return h.sendPiece(w, f, info.MediaType, dg, start, length, size, start-pstart)
 		}
-		src := h.opts.Fetcher.Upstream().Limit(upstreamSource{req.client})
+		src := h.opts.Fetcher.Upstream().Limit(upstreamSource{req.client, false})
 		rd, _, err := h.opts.Fetcher.Get(r.Context(), preq, src)
 		if err != nil {
 			return h.fetchRefused(err)

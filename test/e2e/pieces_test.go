@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -168,4 +169,59 @@ func TestPiecesHugeBlob(t *testing.T) {
 	if sent := link.sent.Load(); float64(sent) > 1.05*size {
 		t.Errorf("upstream sent %d bytes for a blob of %d", sent, size)
 	}
+}
+
+// TestPiecesRealClients: skopeo and crane pull an image with a 40 MiB layer
+// (fetched in pieces) through one berth, then through two nodes of a
+// three-node cluster at once (pieces from their owners); every blob is
+// verified by the clients; the upstream sends the layer about once per
+// setup.
+func TestPiecesRealClients(t *testing.T) {
+	tools := requireE2E(t, "docker-registry", "crane", "skopeo")
+	reg := startRegistry(t, tools["docker-registry"])
+	const layer = 40 << 20
+	pushLayers(t, reg.Addr, "real/one", "v1", layer, 1<<20)
+	pushLayers(t, reg.Addr, "real/many", "v1", layer, 1<<20)
+	link := startConnThrottle(t, reg.Addr, 256<<20)
+	dir := t.TempDir()
+	pullBoth := func(skopeoAt, craneAt, repo string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			skopeo(t, tools["skopeo"], dir, "copy", "--src-tls-verify=false", "docker://"+skopeoAt+"/registry.test/"+repo+":v1", "oci:"+dir+"/"+strings.ReplaceAll(repo, "/", "-")+"-oci:v1")
+		})
+		wg.Go(func() {
+			out := dir + "/" + strings.ReplaceAll(repo, "/", "-") + ".tar"
+			if o, err := runTool(t, 2*time.Minute, dir, testEnv("HOME="+dir), tools["crane"], "pull", "--insecure", craneAt+"/registry.test/"+repo+":v1", out); err != nil {
+				t.Errorf("crane pull: %v\n%s", err, o)
+			}
+		})
+		wg.Wait()
+	}
+
+	b := startBerth(t, link.Addr(), berthOptions{})
+	before := link.sent.Load()
+	pullBoth(b.Addr, b.Addr, "real/one")
+	if sent := float64(link.sent.Load() - before); sent > 1.05*(layer+1<<20)+64<<10 {
+		t.Errorf("one node: the upstream sent %.1f MiB for %d MiB of layers", sent/(1<<20), (layer+1<<20)>>20)
+	}
+	if n := metric(scrape(t, b), "berth_piece_fetches_total", map[string]string{"source": "upstream", "result": "ok"}); n < 2 {
+		t.Errorf("one node: %v ranged piece fetches, want the layer in pieces", n)
+	}
+
+	nodes := startPieceCluster(t, link.Addr(), 3)
+	before = link.sent.Load()
+	pullBoth(nodes[1].Addr, nodes[2].Addr, "real/many")
+	waitNoFills(t, 20*time.Second, nodes)
+	if sent := float64(link.sent.Load() - before); sent > 1.05*(layer+1<<20)+64<<10 {
+		t.Errorf("cluster: the upstream sent %.1f MiB for %d MiB of layers", sent/(1<<20), (layer+1<<20)>>20)
+	}
+	var fromPeers float64
+	for _, n := range nodes[1:] {
+		fromPeers += metric(scrape(t, n.berth), "berth_piece_fetches_total", map[string]string{"source": "peer", "result": "ok"})
+	}
+	if fromPeers == 0 {
+		t.Error("cluster: no piece came from a peer")
+	}
+	t.Logf("cluster: %v pieces from peers; the upstream sent %.2f MiB", fromPeers, float64(link.sent.Load()-before)/(1<<20))
 }
